@@ -1,0 +1,23 @@
+/* fsutil.h - file helpers that are safe as root: atomic replace (temp file in the same
+ * directory, fchmod/fchown before publish, fsync file, rename, fsync directory) and
+ * openat-based walks that refuse symlinks. All return 0 / fd or -errno. */
+#ifndef STEREO_FSUTIL_H
+#define STEREO_FSUTIL_H
+#include <stddef.h>
+#include <sys/types.h>
+#include "common/buf.h"
+
+/* Replace dirfd/name with data atomically. uid/gid (uid_t)-1 keep the caller's. */
+int atomic_write_at(int dirfd, const char *name, const void *data, size_t len,
+		    mode_t mode, uid_t uid, gid_t gid);
+int atomic_write(const char *path, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid);
+/* openat(dirfd, name) of a directory, refusing a symlink at name. */
+int open_dir_nofollow(int dirfd, const char *name);
+/* Open rel (a relative path, "a/b/c") beneath dirfd, refusing a symlink in any component. */
+int open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
+int mkdir_p(const char *path, mode_t mode);
+int write_all(int fd, const void *data, size_t len);
+/* Read a whole file up to max bytes (-EFBIG beyond). */
+int read_file(const char *path, struct buf *out, size_t max);
+int fd_set_nonblock(int fd, int on);
+#endif

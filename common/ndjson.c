@@ -1,0 +1,76 @@
+/* ndjson.c - NDJSON line framing with a hard cap (see ndjson.h). */
+#include "common/stereo.h"
+#include <unistd.h>
+
+#define NDJSON_READ_CHUNK (64 * 1024)
+
+void ndjson_init(struct ndjson *n, size_t max_line)
+{
+	memset(n, 0, sizeof *n);
+	n->max_line = max_line;
+}
+
+void ndjson_free(struct ndjson *n) { buf_wipe(&n->in); }
+
+size_t ndjson_pending(const struct ndjson *n) { return n->in.len - n->off; }
+
+static void compact(struct ndjson *n)
+{
+	if (n->off) {
+		buf_consume(&n->in, n->off);
+		n->off = 0;
+	}
+}
+
+/* Room we may still fill: the unfinished line plus its newline must stay under max_line+1. */
+static size_t room(const struct ndjson *n)
+{
+	size_t pend = ndjson_pending(n);
+	return pend >= n->max_line + 1 ? 0 : n->max_line + 1 - pend;
+}
+
+ssize_t ndjson_fill(struct ndjson *n, int fd)
+{
+	compact(n);
+	size_t want = room(n);
+	if (!want)
+		return -EMSGSIZE;
+	if (want > NDJSON_READ_CHUNK)
+		want = NDJSON_READ_CHUNK;
+	if (buf_reserve(&n->in, want))
+		return -ENOMEM;
+	ssize_t r = read(fd, n->in.p + n->in.len, want);
+	if (r < 0)
+		return -errno;
+	n->in.len += r;
+	n->in.p[n->in.len] = 0;
+	return r;
+}
+
+int ndjson_feed(struct ndjson *n, const void *data, size_t len)
+{
+	compact(n);
+	if (len > room(n))
+		return -EMSGSIZE;
+	return buf_append(&n->in, data, len);
+}
+
+int ndjson_line(struct ndjson *n, char **line, size_t *len)
+{
+	char *start = n->in.p + n->off;
+	size_t pend = ndjson_pending(n);
+	char *nl = pend > n->scanned ? memchr(start + n->scanned, '\n', pend - n->scanned) : NULL;
+	if (!nl) {
+		n->scanned = pend;
+		return pend > n->max_line ? -EMSGSIZE : 0;
+	}
+	size_t l = nl - start;
+	if (l > n->max_line)
+		return -EMSGSIZE;
+	*nl = 0;
+	*line = start;
+	*len = l;
+	n->off += l + 1;
+	n->scanned = 0;
+	return 1;
+}

@@ -1,0 +1,159 @@
+/* unit.c - drives common/ from bats: each subcommand exercises one module on stdin/argv and
+ * prints a result a test can compare. Not part of the stereo binary. */
+#include "common/stereo.h"
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *prog = "unit";
+const char *applet_help(const char *name) { return ""; }
+int usage_error(const char *fmt, ...) { return EXIT_USAGE; }
+
+static void slurp(struct buf *b)
+{
+	char tmp[65536];
+	ssize_t n;
+	while ((n = read(0, tmp, sizeof tmp)) > 0)
+		buf_append(b, tmp, n);
+}
+
+static void print_escaped(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = s[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			putchar(c);
+		else
+			printf("\\x%02x", c);
+	}
+	putchar('\n');
+}
+
+int main(int argc, char **argv)
+{
+	char err[ERRBUF] = "";
+	struct buf in = {0}, out = {0};
+	if (argc < 2)
+		return 2;
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "json-parse")) {           /* stdin -> "ok" / "error: ..." */
+		slurp(&in);
+		struct json j;
+		if (json_parse(&j, in.p ? in.p : "", in.len, argc > 2, err)) {
+			printf("error: %s\n", err);
+			return 1;
+		}
+		printf("ok %d tokens\n", j.ntok);
+		json_free(&j);
+	} else if (!strcmp(cmd, "json-str")) {      /* stdin {"s":...} -> unescaped bytes */
+		slurp(&in);
+		struct json j;
+		if (json_parse(&j, in.p ? in.p : "", in.len, true, err)) {
+			printf("error: %s\n", err);
+			return 1;
+		}
+		int flags = argc > 2 && !strcmp(argv[2], "name") ? JSON_STR_NO_NUL : 0;
+		int rc = json_str(&j, json_get(&j, 0, "s"), &out, flags, err);
+		json_free(&j);
+		if (rc) {
+			printf("error: %s\n", err);
+			return 1;
+		}
+		print_escaped(out.p ? out.p : "", out.len);
+	} else if (!strcmp(cmd, "json-quote")) {    /* stdin raw -> quoted JSON */
+		slurp(&in);
+		json_quote(&out, in.p ? in.p : "", in.len);
+		printf("%s\n", out.p);
+		if (json_validate(out.p, out.len, err))
+			return printf("invalid: %s\n", err), 1;
+	} else if (!strcmp(cmd, "json-get")) {      /* stdin, KEY TYPE -> value */
+		slurp(&in);
+		struct json j;
+		if (json_parse(&j, in.p ? in.p : "", in.len, true, err))
+			return printf("error: %s\n", err), 1;
+		int i = json_get(&j, 0, argv[2]);
+		uint64_t u;
+		int64_t s;
+		bool b;
+		int rc = 0;
+		if (i < 0)
+			printf("missing\n"), rc = 1;
+		else if (!strcmp(argv[3], "u64"))
+			rc = json_u64(&j, i, &u) ? (printf("bad\n"), 1) : (printf("%llu\n", (unsigned long long)u), 0);
+		else if (!strcmp(argv[3], "i64"))
+			rc = json_i64(&j, i, &s) ? (printf("bad\n"), 1) : (printf("%lld\n", (long long)s), 0);
+		else if (!strcmp(argv[3], "bool"))
+			rc = json_bool(&j, i, &b) ? (printf("bad\n"), 1) : (printf("%s\n", b ? "true" : "false"), 0);
+		json_free(&j);
+		return rc;
+	} else if (!strcmp(cmd, "ndjson")) {        /* stdin, CAP -> one line per frame */
+		struct ndjson n;
+		ndjson_init(&n, strtoul(argv[2], NULL, 0));
+		size_t maxheld = 0;
+		for (;;) {
+			ssize_t r = ndjson_fill(&n, 0);
+			if (n.in.cap > maxheld)
+				maxheld = n.in.cap;
+			char *line;
+			size_t len;
+			int k;
+			while ((k = ndjson_line(&n, &line, &len)) == 1)
+				printf("line %zu\n", len);
+			if (k < 0 || r == -EMSGSIZE) {
+				printf("too long (held at most %zu bytes)\n", maxheld);
+				break;
+			}
+			if (r <= 0) {
+				printf("eof pending=%zu held=%zu\n", ndjson_pending(&n), maxheld);
+				break;
+			}
+		}
+		ndjson_free(&n);
+	} else if (!strcmp(cmd, "atomic-write")) {  /* PATH MODE < data */
+		slurp(&in);
+		int rc = atomic_write(argv[2], in.p ? in.p : "", in.len, strtoul(argv[3], NULL, 8), -1, -1);
+		if (rc) {
+			printf("error: %s\n", strerror(-rc));
+			return 1;
+		}
+	} else if (!strcmp(cmd, "open-beneath")) {  /* DIR REL: create REL for writing */
+		int dfd = open(argv[2], O_RDONLY | O_DIRECTORY);
+		int fd = open_beneath(dfd, argv[3], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0) {
+			printf("error: %s\n", strerror(-fd));
+			return 1;
+		}
+		printf("ok\n");
+		close(fd);
+		close(dfd);
+	} else if (!strcmp(cmd, "valid-name")) {
+		int rc = valid_file_name(argv[2], strlen(argv[2]), err);
+		printf("%s\n", rc ? err : "ok");
+		return rc ? 1 : 0;
+	} else if (!strcmp(cmd, "path-clean")) {
+		char p[4096];
+		if (path_clean(argv[2], strlen(argv[2]), p, sizeof p, err))
+			return printf("error: %s\n", err), 1;
+		printf("%s\n", p);
+	} else if (!strcmp(cmd, "http-parse")) {    /* stdin -> parse result */
+		slurp(&in);
+		struct http_msg m;
+		int r = http_parse_request(in.p ? in.p : "", in.len, &m);
+		if (r < 0)
+			return printf("%s\n", r == HTTP_PARTIAL ? "partial" : r == HTTP_BAD ? "bad" : "too large"), 1;
+		printf("method=%.*s target=%.*s minor=%d headers=%zu cl=%lld keepalive=%d head=%d\n",
+		       (int)m.method_len, m.method, (int)m.target_len, m.target, m.minor, m.nh,
+		       m.content_length, m.keep_alive, r);
+	} else if (!strcmp(cmd, "duration")) {
+		long long ms;
+		if (parse_duration_ms(argv[2], &ms))
+			return printf("bad\n"), 1;
+		printf("%lld\n", ms);
+	} else {
+		fprintf(stderr, "unit: unknown command %s\n", cmd);
+		return 2;
+	}
+	buf_free(&in);
+	buf_free(&out);
+	return 0;
+}
