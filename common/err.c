@@ -3,6 +3,20 @@
 #include "common/stereo.h"
 #include <ctype.h>
 
+const char *prog = "stereo";   /* set by main() to the running applet */
+
+/* Print "APPLET: message" plus a hint to --help, return EXIT_USAGE. */
+int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
+	return EXIT_USAGE;
+}
+
 static void vmsg(int errnum, const char *fmt, va_list ap)
 {
 	fprintf(stderr, "%s: ", prog);

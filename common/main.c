@@ -24,8 +24,6 @@ static const struct applet applets[] = {
 	{NULL, NULL, NULL},
 };
 
-const char *prog = "stereo";
-
 static const struct applet *find_applet(const char *name)
 {
 	for (size_t i = 0; applets[i].name; i++)
@@ -38,18 +36,6 @@ const char *applet_help(const char *name)
 {
 	const struct applet *a = find_applet(name);
 	return a ? a->help : "";
-}
-
-/* Print "APPLET: message" plus a hint to --help, return EXIT_USAGE. */
-int usage_error(const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "%s: ", prog);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
-	return EXIT_USAGE;
 }
 
 static void list_applets(FILE *f, const char *sep)

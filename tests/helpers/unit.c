@@ -5,9 +5,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char *prog = "unit";
-const char *applet_help(const char *name) { return ""; }
-int usage_error(const char *fmt, ...) { return EXIT_USAGE; }
 
 static void slurp(struct buf *b)
 {
@@ -31,6 +28,7 @@ static void print_escaped(const char *s, size_t n)
 
 int main(int argc, char **argv)
 {
+	prog = "unit";
 	char err[ERRBUF] = "";
 	struct buf in = {0}, out = {0};
 	if (argc < 2)
