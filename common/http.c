@@ -25,6 +25,7 @@ static const char *line_end(const char *p, const char *end)
 
 static int parse_headers(const char *p, const char *end, struct http_msg *m)
 {
+	const char *start = p;
 	m->nh = 0;
 	m->content_length = -1;
 	m->chunked = false;
@@ -33,9 +34,8 @@ static int parse_headers(const char *p, const char *end, struct http_msg *m)
 		if (!nl)
 			return HTTP_PARTIAL;
 		const char *le = nl > p && nl[-1] == '\r' ? nl - 1 : nl;
-		if (le == p) {
-			return (int)(nl + 1 - p);
-		}
+		if (le == p)
+			return (int)(nl + 1 - start);
 		if (m->nh == HTTP_MAX_HEADERS)
 			return HTTP_TOO_LARGE;
 		const char *c = p;
