@@ -36,6 +36,15 @@ generated/autoconf.h generated/auto.conf: .config generated/Kconfig.applets
 		--config-out generated/auto.conf Kconfig
 	@touch generated/autoconf.h generated/auto.conf
 
+# The user-facing targets install their Debian packages first (idempotent, quick when present),
+# before anything below needs kconfiglib or the libraries.
+ifneq ($(filter test test-asan run bench fuzz test-fuzz rootfs vm,$(MAKECMDGOALS)),)
+DEPS_OUT := $(shell sh scripts/deps.sh >&2; echo $$?)
+ifneq ($(DEPS_OUT),0)
+$(error installing Debian packages failed (scripts/deps.sh))
+endif
+endif
+
 CONFIG_TARGETS := defconfig menuconfig oldconfig olddefconfig savedefconfig allnoconfig clean distclean deps
 ifeq ($(filter $(CONFIG_TARGETS),$(MAKECMDGOALS)),)
 include generated/auto.conf
