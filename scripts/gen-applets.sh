@@ -32,7 +32,7 @@ inblk {
 	conf = conf $0 "\n"
 	if ($0 ~ /^config /) { stanza++; inhelp = 0 }
 	if (stanza == 1 && inhelp) {
-		line = $0; sub(/^\t  ?/, "", line); gsub(/\\/, "\\\\", line); gsub(/"/, "\\\"", line)
+		line = $0; sub(/^\t  ?/, "", line); gsub(/\\/, "\\\\\\\\", line); gsub(/"/, "\\\"", line)
 		gsub(/\t/, "\\t", line)
 		if ($0 ~ /^\t/ || $0 == "") help = help "\t\"" line "\\n\"\n"; else inhelp = 0
 	}

@@ -1,5 +1,6 @@
 # helpers.bash - shared set-up for every bats file: bats-support/assert/file, the binary
 # under test ($STEREO_BIN, applet links first on PATH) and small waiting helpers.
+bats_require_minimum_version 1.5.0
 bats_load_library bats-support
 bats_load_library bats-assert
 bats_load_library bats-file

@@ -1,0 +1,36 @@
+#!/usr/bin/env bats
+# Kconfig: a configured-out applet is not compiled in. Builds a copy of the tree, so it runs
+# in the normal suite only (scripts/run-tests.sh), like the QEMU suite.
+load helpers
+
+@test "the default build is a static binary" {
+	run file -L "$STEREO_BIN"
+	assert_output --regexp 'statically linked|static-pie linked'
+}
+
+@test "an applet configured off with Kconfig is absent from the binary" {
+	src=$BATS_TEST_TMPDIR/src
+	mkdir -p "$src"
+	(cd "$STEREO_TOP" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$src")
+	cd "$src"
+	all=$("$STEREO_BIN" --list)
+	victim=$(echo "$all" | tail -1)
+	sym=$(echo "$victim" | tr 'a-z-' 'A-Z_')
+	make defconfig >/dev/null
+	KCONFIG_CONFIG=.config srctree=$src /usr/bin/python3 -m setconfig --kconfig Kconfig "$sym=n"
+	grep -q "# CONFIG_$sym is not set" .config
+	make -j2 >/dev/null 2>&1
+	run ./stereo --list
+	assert_success
+	refute_line "$victim"
+	assert_equal "${#lines[@]}" $(( $(echo "$all" | wc -l) - 1 ))
+	run ./stereo "$victim" --help
+	assert_equal "$status" 2
+	grep -q "^#undef CONFIG_$sym\|CONFIG_$sym" generated/autoconf.h && ! grep -q "define CONFIG_$sym 1" generated/autoconf.h
+	# its code and text are gone too, not just its table entry
+	grep -qa "usage: $victim" "$STEREO_TOP/stereo"
+	! grep -qa "usage: $victim" ./stereo
+	run make savedefconfig
+	assert_success
+	grep -q "CONFIG_$sym" defconfig || grep -q "# CONFIG_$sym is not set" defconfig
+}
