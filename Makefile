@@ -82,26 +82,32 @@ all: stereo
 
 build/obj/%.o: %.c generated/autoconf.h generated/applets.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 build-asan/obj/%.o: %.c generated/autoconf.h generated/applets.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -c -o $@ $<
+	@echo "  CC-ASAN $<"
+	@$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -c -o $@ $<
 
 stereo: $(OBJS)
-	$(CC) $(STATIC_FLAG) $(LDFLAGS) -s -o $@ $(OBJS) $(LIBS) 2> build/link.log || { cat build/link.log; exit 1; }
+	@echo "  LD      $@"
+	@$(CC) $(STATIC_FLAG) $(LDFLAGS) -s -o $@ $(OBJS) $(LIBS) 2> build/link.log || { cat build/link.log; exit 1; }
 	@grep -v -e 'getaddrinfo' -e 'getprotoby' -e 'in statically linked' -e ': in function' build/link.log >&2 || true
 
 build-asan/stereo: $(ASAN_OBJS)
-	$(CC) -fsanitize=address,undefined -o $@ $(ASAN_OBJS) $(LIBS:-lpthread=) -lpthread
+	@echo "  LD-ASAN $@"
+	@$(CC) -fsanitize=address,undefined -o $@ $(ASAN_OBJS) $(LIBS:-lpthread=) -lpthread
 
 asan: build-asan/stereo $(TEST_HELPERS:%=build-asan/t/%)
 
 build/t/%: tests/helpers/%.c $(COMMON_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(WFLAGS) -O2 -g -o $@ $< $(COMMON_OBJS) -lpthread
+	@echo "  TEST    $@"
+	@$(CC) $(CPPFLAGS) $(WFLAGS) -O2 -g -o $@ $< $(COMMON_OBJS) -lpthread
 build-asan/t/%: tests/helpers/%.c $(ASAN_COMMON_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -fsanitize=address,undefined -o $@ $< $(ASAN_COMMON_OBJS) -lpthread
+	@echo "  TEST    $@"
+	@$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) -fsanitize=address,undefined -o $@ $< $(ASAN_COMMON_OBJS) -lpthread
 
 helpers: $(TEST_HELPERS:%=build/t/%)
 
