@@ -222,3 +222,88 @@ unit() { "$STEREO_T/unit" "$@"; }
 	run unit duration 5x
 	assert_failure
 }
+
+# --- HTTP server and client over a unix socket -------------------------------------------
+start_echo() {
+	sock=$BATS_TEST_TMPDIR/h.sock
+	"$STEREO_T/unit" http-serve "$sock" "$BATS_TEST_TMPDIR/ready" 2>"$BATS_TEST_TMPDIR/srv.log" &
+	srv=$!
+	wait_file "$BATS_TEST_TMPDIR/ready"
+}
+stop_echo() { kill "$srv" 2>/dev/null; wait "$srv" 2>/dev/null || true; asan_clean "$BATS_TEST_TMPDIR/srv.log"; }
+
+# raw REQUESTS to the socket, print everything the server answers until it closes or 1 s idle
+raw_http() {
+	python3 - "$sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(1.0)
+s.sendall(sys.argv[2].encode().decode('unicode_escape').encode('latin-1'))
+out = b''
+try:
+    while True:
+        d = s.recv(65536)
+        if not d: break
+        out += d
+except socket.timeout:
+    pass
+sys.stdout.write(out.decode('latin-1'))
+PY
+}
+
+@test "http: client and server round trip a POST body" {
+	start_echo
+	run "$STEREO_T/unit" http-call "$sock" POST /v1/x '{"a":1}'
+	stop_echo
+	assert_success
+	assert_output '200 {"method":"POST","path":"/v1/x","body":"{\"a\":1}"}'
+}
+
+@test "http: keep-alive serves pipelined requests on one connection in order" {
+	start_echo
+	run raw_http 'GET /one HTTP/1.1\r\nHost: x\r\n\r\nPOST /two HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /three HTTP/1.1\r\nConnection: close\r\n\r\n'
+	stop_echo
+	assert_equal "$(grep -o 'HTTP/1.1 200 OK' <<<"$output" | wc -l)" 3
+	[[ "$output" == *'"/one"'*'"/two","body":"abc"'*'"/three"'* ]]
+}
+
+@test "http: 413 for a body over 1 MiB, 400 for garbage, 411 for chunked requests" {
+	start_echo
+	run raw_http 'POST /x HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n'
+	assert_output --partial 'HTTP/1.1 413'
+	assert_output --partial '{"error":"request body too large'
+	run raw_http 'NOT HTTP\r\n\r\n'
+	assert_output --partial 'HTTP/1.1 400'
+	run raw_http 'POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n'
+	assert_output --partial 'HTTP/1.1 411'
+	# the server is still serving others
+	run "$STEREO_T/unit" http-call "$sock" GET /alive
+	stop_echo
+	assert_output --partial '200 {"method":"GET","path":"/alive"'
+}
+
+@test "http client: reads chunked responses and times out on a silent server" {
+	sock=$BATS_TEST_TMPDIR/c.sock
+	python3 - "$sock" "$BATS_TEST_TMPDIR/ready" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(4)
+open(sys.argv[2], 'w').write('ready\n')
+c, _ = s.accept(); c.recv(65536)
+c.sendall(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n[1,2]\r\n3\r\n,[]\r\n0\r\n\r\n'); c.close()
+c, _ = s.accept(); c.recv(65536)
+import time; time.sleep(5)
+PY
+	py=$!
+	wait_file "$BATS_TEST_TMPDIR/ready"
+	run "$STEREO_T/unit" http-call "$sock" GET /v1/agents
+	assert_output '200 [1,2],[]'
+	run "$STEREO_T/unit" http-call "$sock" GET /v1/agents
+	kill $py 2>/dev/null || true
+	assert_equal "$status" 3
+	assert_output --partial 'timed out'
+}
+
+@test "http client: connection refused is reported, not a crash" {
+	run "$STEREO_T/unit" http-call "$BATS_TEST_TMPDIR/none.sock" GET /
+	assert_equal "$status" 1
+	assert_output --partial 'No such file or directory'
+}

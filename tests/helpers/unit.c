@@ -29,6 +29,31 @@ static void print_escaped(const char *s, size_t n)
 	putchar('\n');
 }
 
+static void echo_handler(struct http_conn *c, const struct http_msg *req, const char *body,
+			 size_t len, void *ctx)
+{
+	struct buf b = {0};
+	struct jw w;
+	jw_init(&w, &b);
+	jw_obj(&w);
+	jw_key(&w, "method");
+	jw_strn(&w, req->method, req->method_len);
+	jw_key(&w, "path");
+	jw_strn(&w, req->target, req->target_len);
+	jw_key(&w, "body");
+	jw_strn(&w, body, len);
+	jw_obj_end(&w);
+	if (req->target_len == 5 && !memcmp(req->target, "/stop", 5))
+		loop_stop(ctx);
+	http_reply_json(c, 200, &b);
+	buf_free(&b);
+}
+
+static void stop_on_signal(struct loop *l, const struct signalfd_siginfo *si, void *ctx)
+{
+	loop_stop(l);
+}
+
 int main(int argc, char **argv)
 {
 	prog = "unit";
@@ -144,6 +169,29 @@ int main(int argc, char **argv)
 		printf("method=%.*s target=%.*s minor=%d headers=%zu cl=%lld keepalive=%d head=%d\n",
 		       (int)m.method_len, m.method, (int)m.target_len, m.target, m.minor, m.nh,
 		       m.content_length, m.keep_alive, r);
+	} else if (!strcmp(cmd, "http-serve")) {    /* SOCK READYFILE: echo server on the loop */
+		struct loop *l = loop_new();
+		int lfd = sock_listen_unix(argv[2], 0600, -1, err);
+		if (lfd < 0)
+			return printf("error: %s\n", err), 1;
+		struct http_server *srv = http_server_new(l, lfd, echo_handler, l);
+		int sigs[] = {SIGTERM, SIGINT};
+		loop_signals(l, sigs, 2, stop_on_signal, NULL);
+		FILE *f = fopen(argv[3], "w");
+		fputs("ready\n", f);
+		fclose(f);
+		loop_run(l);
+		http_server_free(srv);
+		close(lfd);
+		loop_free(l);
+	} else if (!strcmp(cmd, "http-call")) {     /* SOCK METHOD PATH [BODY] */
+		int status = 0;
+		const char *body = argc > 5 ? argv[5] : NULL;
+		int rc = http_call(argv[2], argv[3], argv[4], body, body ? strlen(body) : 0, 2000,
+				   &status, &out, err);
+		if (rc)
+			return printf("error %d: %s\n", rc, err), rc == HTTPC_TIMEOUT ? 3 : 1;
+		printf("%d %s\n", status, out.p ? out.p : "");
 	} else if (!strcmp(cmd, "duration")) {
 		long long ms;
 		if (parse_duration_ms(argv[2], &ms))
