@@ -307,3 +307,9 @@ PY
 	assert_equal "$status" 1
 	assert_output --partial 'No such file or directory'
 }
+
+@test "loop: timers fire in deadline order and a cancelled timer never fires" {
+	run "$STEREO_T/unit" loop-timers
+	assert_success
+	assert_output 'order 1 3 0 elapsed>=60:1'
+}

@@ -49,6 +49,19 @@ static void echo_handler(struct http_conn *c, const struct http_msg *req, const 
 	buf_free(&b);
 }
 
+struct tctx {
+	int id;
+	int *order, *n;
+};
+
+static void fire(struct loop *lp, void *ctx)
+{
+	struct tctx *c = ctx;
+	c->order[(*c->n)++] = c->id;
+	if (*c->n == 3)
+		loop_stop(lp);
+}
+
 static void stop_on_signal(struct loop *l, const struct signalfd_siginfo *si, void *ctx)
 {
 	loop_stop(l);
@@ -192,6 +205,21 @@ int main(int argc, char **argv)
 		if (rc)
 			return printf("error %d: %s\n", rc, err), rc == HTTPC_TIMEOUT ? 3 : 1;
 		printf("%d %s\n", status, out.p ? out.p : "");
+	} else if (!strcmp(cmd, "loop-timers")) {   /* timers fire in deadline order; cancel works */
+		struct loop *l = loop_new();
+		static int order[8], n;
+		struct tctx t[4];
+		int64_t start = now_ms();
+		for (int i = 0; i < 4; i++)
+			t[i] = (struct tctx){i, order, &n};
+		loop_timer(l, 60, fire, &t[0]);
+		loop_timer(l, 20, fire, &t[1]);
+		uint64_t c = loop_timer(l, 10, fire, &t[2]);
+		loop_timer(l, 40, fire, &t[3]);
+		loop_timer_cancel(l, c);
+		loop_run(l);
+		printf("order %d %d %d elapsed>=60:%d\n", order[0], order[1], order[2], now_ms() - start >= 60);
+		loop_free(l);
 	} else if (!strcmp(cmd, "duration")) {
 		long long ms;
 		if (parse_duration_ms(argv[2], &ms))
