@@ -228,7 +228,7 @@ static int write_under_root(struct snapshot *s, const char *path, const char *da
 	int rc = mkdir_p(dir, 0755);
 	if (!rc)
 		rc = atomic_write(full, data, strlen(data), mode, (uid_t)-1, (gid_t)-1);
-	return rc ? errf(why, "writing %s: %s", full, strerror(-rc)) : 0;
+	return rc ? errf(why, "writing %s: %s", path, strerror(-rc)) : 0;
 }
 
 static void step_generation(struct snapshot *s, const struct restore_req *r, struct steps *st)

@@ -59,6 +59,12 @@ static void handle(const char *line, size_t len)
 		return;
 	}
 	int t = json_get(&j, 0, "type"), payload = json_get(&j, 0, "payload");
+	int id = json_get(&j, 0, "id");
+	if (id >= 0) {
+		jw_key(&w, "id");
+		jw_raw(&w, j.s + j.tok[id].start - (json_kind(&j, id) == JSON_STRING),
+		       j.tok[id].end - j.tok[id].start + 2 * (json_kind(&j, id) == JSON_STRING));
+	}
 	if (t < 0 || json_str(&j, t, &type, JSON_STR_NO_NUL, err))
 		buf_puts(&type, "");
 	const char *ty = buf_cstr(&type);
