@@ -269,7 +269,7 @@ static void step_machine_id(struct snapshot *s, const char *id, struct steps *st
 }
 
 enum snap_rc restore_run(struct snapshot *s, struct restore_req *r, const char *source,
-			 int keep_fd, struct jw *w, char *err)
+			 void *keep, struct jw *w, char *err)
 {
 	struct steps st = {.w = w};
 	jw_kstr(w, "source", source);
@@ -289,7 +289,7 @@ enum snap_rc restore_run(struct snapshot *s, struct restore_req *r, const char *
 		net_apply(r->j, r->network, &st);
 	if (s->restored) {
 		step_begin(&st, "connections");
-		int closed = s->restored(s->ctx, source, s->generation, keep_fd);
+		int closed = s->restored(s->ctx, source, s->generation, keep);
 		jw_kint(w, "closed", closed < 0 ? 0 : closed);
 		step_end(&st, "connections", closed < 0 ? -1 : 0, "closing stale connections failed");
 	}
@@ -305,13 +305,13 @@ enum snap_rc restore_run(struct snapshot *s, struct restore_req *r, const char *
 }
 
 enum snap_rc snapshot_restored(struct snapshot *s, const struct json *j, int payload,
-			       int keep_fd, struct jw *w, char *err)
+			       void *keep, struct jw *w, char *err)
 {
 	struct restore_req r;
 	enum snap_rc rc = restore_parse(j, payload, &r, err);
 	if (rc != SNAP_OK)
 		return rc;
-	return restore_run(s, &r, "host", keep_fd, w, err);
+	return restore_run(s, &r, "host", keep, w, err);
 }
 
 /* ---- network over rtnetlink ---------------------------------------------------------------- */

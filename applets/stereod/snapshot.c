@@ -478,7 +478,7 @@ static void detected(struct snapshot *s, const char *source)
 	char err[ERRBUF] = "";
 	jw_init(&w, &b);
 	jw_obj(&w);
-	enum snap_rc rc = restore_run(s, &r, source, -1, &w, err);
+	enum snap_rc rc = restore_run(s, &r, source, NULL, &w, err);
 	jw_obj_end(&w);
 	if (rc == SNAP_OK)
 		log_info("restore detected, recovered", "source=%s reply=%s", source, buf_cstr(&b));

@@ -21,10 +21,10 @@ enum snap_rc {
 };
 
 /* Called after every restore pipeline (host-announced or detected), before the reply is
- * written: stereod closes stale client connections (all but keep_fd, the connection that
- * carried the request, -1 for none) and pushes lifecycle {state, message:"restored"} to its
+ * written: stereod closes stale client connections (all but keep, the connection that
+ * carried the request, NULL for none) and pushes lifecycle {state, message:"restored"} to its
  * subscribers. Returns the number of connections closed. */
-typedef int (*snap_restored_fn)(void *ctx, const char *source, uint64_t generation, int keep_fd);
+typedef int (*snap_restored_fn)(void *ctx, const char *source, uint64_t generation, void *keep);
 
 struct snap_opts {
 	const char *root;             /* prefix of every path touched ("/" in production) */
@@ -45,9 +45,9 @@ void snapshot_free(struct snapshot *s);
 enum snap_rc snapshot_prepare(struct snapshot *s, const struct json *j, int payload,
 			      struct jw *w, char *err);
 enum snap_rc snapshot_abort(struct snapshot *s, struct jw *w, char *err);
-/* keep_fd: the requester's connection, passed to the restored callback. */
+/* keep: the requester's connection (opaque), passed to the restored callback. */
 enum snap_rc snapshot_restored(struct snapshot *s, const struct json *j, int payload,
-			       int keep_fd, struct jw *w, char *err);
+			       void *keep, struct jw *w, char *err);
 /* The metrics object's fields (envd's names where envd has the value). */
 void snapshot_metrics(struct snapshot *s, struct jw *w);
 uint64_t snapshot_generation(const struct snapshot *s);
@@ -128,7 +128,7 @@ struct restore_req {
 };
 enum snap_rc restore_parse(const struct json *j, int payload, struct restore_req *r, char *err);
 enum snap_rc restore_run(struct snapshot *s, struct restore_req *r, const char *source,
-			 int keep_fd, struct jw *w, char *err);
+			 void *keep, struct jw *w, char *err);
 /* restore.c: the network object {interface, mac?, mtu?, addresses?, gateway?, routes?} */
 int net_validate(const struct json *j, int net, char *err);
 void net_apply(const struct json *j, int net, struct steps *st);

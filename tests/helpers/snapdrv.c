@@ -18,7 +18,7 @@ static void emit(struct buf *b)
 	buf_free(b);
 }
 
-static int on_restored(void *ctx, const char *source, uint64_t generation, int keep_fd)
+static int on_restored(void *ctx, const char *source, uint64_t generation, void *keep)
 {
 	struct buf b = {0};
 	struct jw w;
@@ -84,7 +84,7 @@ static void handle(const char *line, size_t len)
 		else if (!strcmp(ty, "snapshot_abort"))
 			rc = snapshot_abort(snap, &w, err);
 		else if (!strcmp(ty, "restored"))
-			rc = snapshot_restored(snap, &j, payload, 1, &w, err);
+			rc = snapshot_restored(snap, &j, payload, NULL, &w, err);
 		else
 			rc = errf(err, "unknown message type: %s", ty);
 		jw_kbool(&w, "ok", rc == SNAP_OK);
