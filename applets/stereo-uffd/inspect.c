@@ -1,0 +1,164 @@
+/* inspect.c - the read-only tools: `inspect [--json] SNAPDIR` (summary of a snapshot),
+ * `verify SNAPDIR` (every mapping valid, every layer present and long enough) and
+ * `cat SNAPDIR OUTFILE` (the full memory image, written atomically; "-" for stdout).
+ */
+#include "uffd.h"
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int open_snapdir(struct snap *s, const char *dir, char *err)
+{
+	struct buf b = {0};
+	buf_printf(&b, "%s/memfile.header", dir);
+	int r = snap_open(s, b.p, dir, NULL, 0, err);
+	buf_free(&b);
+	return r;
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {0}};
+	bool json = false;
+	int c;
+	char err[ERRBUF];
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c != 'j')
+			return usage_error("usage: inspect [--json] SNAPDIR");
+		json = true;
+	}
+	if (argc - optind != 1)
+		return usage_error("usage: inspect [--json] SNAPDIR");
+	const char *dir = argv[optind];
+	struct snap s;
+	if (open_snapdir(&s, dir, err))
+		die(EXIT_FAIL, "inspect: %s", err);
+	uint64_t zero = 0;
+	for (size_t i = 0; i < s.h.n; i++)
+		if (s.src[i] < 0)
+			zero += s.h.m[i].len;
+	char b[37], base[37];
+	uuid_format(s.h.build, b);
+	uuid_format(s.h.base, base);
+	if (json) {
+		struct buf out = {0};
+		struct jw w;
+		jw_init(&w, &out);
+		jw_obj(&w);
+		jw_kstr(&w, "dir", dir);
+		jw_kint(&w, "version", (long long)(s.h.version & 0xffff));
+		jw_kint(&w, "block_size", (long long)s.h.block);
+		jw_kint(&w, "size", (long long)s.h.size);
+		jw_kint(&w, "generation", (long long)s.h.gen);
+		jw_kstr(&w, "build_id", b);
+		jw_kstr(&w, "base_build_id", base);
+		jw_kint(&w, "mappings", (long long)s.h.n);
+		jw_kint(&w, "zero_bytes", (long long)zero);
+		jw_key(&w, "layers");
+		jw_arr(&w);
+		for (size_t k = 0; k < s.nl; k++) {
+			char u[37];
+			uuid_format(s.l[k].id, u);
+			jw_obj(&w);
+			jw_kstr(&w, "build_id", u);
+			jw_kstr(&w, "file", s.l[k].path);
+			jw_kint(&w, "served_bytes", (long long)s.l[k].served);
+			jw_kint(&w, "file_bytes", (long long)s.l[k].size);
+			jw_obj_end(&w);
+		}
+		jw_arr_end(&w);
+		jw_obj_end(&w);
+		printf("%s\n", buf_cstr(&out));
+		buf_free(&out);
+	} else {
+		printf("snapshot %s\n", dir);
+		printf("version %llu, block %llu, size %llu (%.1f MiB), generation %llu\n",
+		       (unsigned long long)(s.h.version & 0xffff), (unsigned long long)s.h.block,
+		       (unsigned long long)s.h.size, s.h.size / 1048576.0, (unsigned long long)s.h.gen);
+		printf("build %s\nbase  %s\n", b, base);
+		printf("mappings %zu, zero %llu bytes (%.1f%%)\n", s.h.n, (unsigned long long)zero,
+		       100.0 * (double)zero / (double)s.h.size);
+		for (size_t k = 0; k < s.nl; k++) {
+			char u[37];
+			uuid_format(s.l[k].id, u);
+			printf("layer %s %s: serves %llu bytes, file %llu bytes\n", u, s.l[k].path,
+			       (unsigned long long)s.l[k].served, (unsigned long long)s.l[k].size);
+		}
+	}
+	snap_close(&s);
+	return EXIT_OK;
+}
+
+int cmd_verify(int argc, char **argv)
+{
+	char err[ERRBUF];
+	if (argc != 2)
+		return usage_error("usage: verify SNAPDIR");
+	struct snap s;
+	if (open_snapdir(&s, argv[1], err))
+		die(EXIT_FAIL, "verify: %s", err);
+	printf("ok: %s: %llu bytes, generation %llu, %zu mappings, %zu layers\n", argv[1],
+	       (unsigned long long)s.h.size, (unsigned long long)s.h.gen, s.h.n, s.nl);
+	snap_close(&s);
+	return EXIT_OK;
+}
+
+static int cat_to(int fd, const struct snap *s, bool sparse, char *err)
+{
+	static const uint8_t zeros[65536];
+	for (size_t i = 0; i < s->h.n; i++) {
+		const struct mapping *m = &s->h.m[i];
+		int r = 0;
+		if (s->src[i] >= 0) {
+			r = write_all(fd, s->l[s->src[i]].map + m->store, m->len);
+		} else if (sparse) {
+			if (lseek(fd, (off_t)m->len, SEEK_CUR) < 0)
+				r = -errno;
+		} else {
+			for (uint64_t done = 0; done < m->len && !r; done += sizeof zeros)
+				r = write_all(fd, zeros, m->len - done < sizeof zeros ? m->len - done : sizeof zeros);
+		}
+		if (r)
+			return errf(err, "writing: %s", strerror(-r));
+	}
+	if (sparse && ftruncate(fd, (off_t)s->h.size))
+		return errf(err, "writing: %s", strerror(errno));
+	return 0;
+}
+
+int cmd_cat(int argc, char **argv)
+{
+	char err[ERRBUF];
+	if (argc != 3)
+		return usage_error("usage: cat SNAPDIR OUTFILE");
+	const char *out = argv[2];
+	struct snap s;
+	if (open_snapdir(&s, argv[1], err))
+		die(EXIT_FAIL, "cat: %s", err);
+	if (!strcmp(out, "-")) {
+		if (cat_to(STDOUT_FILENO, &s, false, err))
+			die(EXIT_FAIL, "cat: stdout: %s", err);
+		snap_close(&s);
+		return EXIT_OK;
+	}
+	char *d1 = xstrdup(out), *d2 = xstrdup(out);
+	const char *dir = dirname(d1), *base = basename(d2);
+	struct buf tmp = {0};
+	buf_printf(&tmp, "%s/.%s.tmp-%d", dir, base, (int)getpid());
+	int fd = open(tmp.p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die_sys(EXIT_FAIL, "cat: creating %s", tmp.p);
+	if (cat_to(fd, &s, true, err) || (fsync(fd) && errf(err, "fsync: %s", strerror(errno))) ||
+	    (rename(tmp.p, out) && errf(err, "renaming to %s: %s", out, strerror(errno)))) {
+		unlink(tmp.p);
+		die(EXIT_FAIL, "cat: %s: %s", out, err);
+	}
+	close(fd);
+	buf_free(&tmp);
+	free(d1);
+	free(d2);
+	snap_close(&s);
+	return EXIT_OK;
+}

@@ -1,0 +1,209 @@
+/* layer.c - `layer PARENT_DIR DIFF_MEMFILE OUTDIR` (generation N+1 from a Firecracker diff
+ * memory file) and `merge SNAPDIR OUTDIR` (a chain of layers to one generation-0 layer).
+ *
+ * A diff memory file is full-size with only dirtied pages non-zero: non-zero blocks go to
+ * the new layer, zero blocks keep the parent's mapping. OUTDIR receives the new layer, the
+ * parent layers the new header still uses (hard links, or copies across filesystems), and
+ * the header last, so a crash leaves either the old snapshot or the new one.
+ */
+#include "uffd.h"
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void push_piece(struct snap_hdr *out, const struct mapping *m, uint64_t from, uint64_t to)
+{
+	hdr_push(out, from, to - from, m->build, m->store + (from - m->off));
+}
+
+/* out = base with every range of d (sorted, non-overlapping, may have gaps) laid on top. */
+static void overlay(const struct snap_hdr *base, const struct snap_hdr *d, struct snap_hdr *out)
+{
+	size_t di = 0;
+	for (size_t i = 0; i < base->n; i++) {
+		const struct mapping *b = &base->m[i];
+		uint64_t cur = b->off, end = b->off + b->len;
+		while (cur < end) {
+			while (di < d->n && d->m[di].off + d->m[di].len <= cur)
+				di++;
+			if (di < d->n && d->m[di].off < end) {
+				const struct mapping *x = &d->m[di];
+				if (x->off > cur) {
+					push_piece(out, b, cur, x->off);
+					cur = x->off;
+				}
+				uint64_t e = x->off + x->len < end ? x->off + x->len : end;
+				push_piece(out, x, cur, e);
+				cur = e;
+			} else {
+				push_piece(out, b, cur, end);
+				cur = end;
+			}
+		}
+	}
+}
+
+static bool same_file(int dirfd, const char *name, const struct stat *st)
+{
+	struct stat o;
+	return !fstatat(dirfd, name, &o, AT_SYMLINK_NOFOLLOW) && o.st_dev == st->st_dev &&
+	       o.st_ino == st->st_ino;
+}
+
+/* Make dirfd/memfile.<uuid> the same bytes as L (link, or copy to a temp name + rename). */
+static int place_layer(int dirfd, const struct layer *L, char *err)
+{
+	char u[37], name[64], tmp[80];
+	uuid_format(L->id, u);
+	snprintf(name, sizeof name, "memfile.%s", u);
+	snprintf(tmp, sizeof tmp, ".memfile.%s.tmp", u);
+	struct stat st;
+	if (fstat(L->fd, &st))
+		return errf(err, "stat %s: %s", L->path, strerror(errno));
+	if (same_file(dirfd, name, &st))
+		return 0;
+	unlinkat(dirfd, tmp, 0);
+	if (!linkat(AT_FDCWD, L->path, dirfd, tmp, 0))
+		goto publish;
+	int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return errf(err, "creating %s: %s", tmp, strerror(errno));
+	loff_t in = 0;
+	while ((uint64_t)in < L->size) {
+		ssize_t n = copy_file_range(L->fd, &in, fd, NULL, L->size - (uint64_t)in, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int r = write_all(fd, L->map + in, L->size - (uint64_t)in);
+			if (r) {
+				errf(err, "copying %s: %s", L->path, strerror(-r));
+				goto fail;
+			}
+			break;
+		}
+	}
+	if (fsync(fd)) {
+		errf(err, "copying %s: %s", L->path, strerror(errno));
+		goto fail;
+	}
+	close(fd);
+publish:
+	if (renameat(dirfd, tmp, dirfd, name)) {
+		errf(err, "renaming %s: %s", tmp, strerror(errno));
+		unlinkat(dirfd, tmp, 0);
+		return -1;
+	}
+	return 0;
+fail:
+	close(fd);
+	unlinkat(dirfd, tmp, 0);
+	return -1;
+}
+
+static char *hdr_path_in(const char *dir)
+{
+	struct buf b = {0};
+	buf_printf(&b, "%s/memfile.header", dir);
+	return b.p;
+}
+
+int cmd_layer(int argc, char **argv)
+{
+	char err[ERRBUF];
+	if (argc != 4)
+		return usage_error("usage: layer PARENT_DIR DIFF_MEMFILE OUTDIR");
+	const char *pdir = argv[1], *diff = argv[2], *outdir = argv[3];
+	struct snap parent;
+	char *hp = hdr_path_in(pdir);
+	if (snap_open(&parent, hp, pdir, NULL, 0, err))
+		die(EXIT_FAIL, "layer: parent %s: %s", pdir, err);
+	free(hp);
+	const struct snap_hdr *ph = &parent.h;
+	int fd = open(diff, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st))
+		die_sys(EXIT_FAIL, "layer: opening %s", diff);
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > ph->size || (uint64_t)st.st_size % ph->block)
+		die(EXIT_FAIL, "layer: %s: size %lld does not fit the parent's memory (%llu bytes, block %llu)",
+		    diff, (long long)st.st_size, (unsigned long long)ph->size, (unsigned long long)ph->block);
+	int dirfd = open_outdir(outdir, err);
+	if (dirfd < 0)
+		die(EXIT_FAIL, "layer: %s", err);
+
+	struct snap_hdr d = {0};
+	struct snap_hdr nh = {.version = HDR_VERSION, .block = ph->block, .size = ph->size,
+			      .gen = ph->gen + 1};
+	struct packer p;
+	packer_init(&p, dirfd, ph->block, true, &d, err);
+	memcpy(nh.build, p.build, 16);
+	memcpy(nh.base, ph->base, 16);
+	if (pack_stream(&p, fd, diff, (uint64_t)st.st_size, err))
+		goto fail;
+	overlay(ph, &d, &nh);
+	/* the parent layers the new header still refers to must be in OUTDIR */
+	for (size_t k = 0; k < parent.nl; k++) {
+		bool used = false;
+		for (size_t i = 0; i < nh.n && !used; i++)
+			used = !memcmp(nh.m[i].build, parent.l[k].id, 16);
+		if (used && place_layer(dirfd, &parent.l[k], err))
+			goto fail;
+	}
+	if (packer_publish(&p, &nh, err))
+		goto fail;
+	char u[37];
+	uuid_format(nh.build, u);
+	printf("layered %s on %s: generation %llu, %llu dirty bytes, build %s, %zu mappings\n", diff,
+	       pdir, (unsigned long long)nh.gen, (unsigned long long)p.data_bytes, u, nh.n);
+	hdr_free(&d);
+	hdr_free(&nh);
+	snap_close(&parent);
+	close(fd);
+	close(dirfd);
+	return EXIT_OK;
+fail:
+	packer_abort(&p);
+	die(EXIT_FAIL, "layer: %s", err);
+}
+
+int cmd_merge(int argc, char **argv)
+{
+	char err[ERRBUF];
+	if (argc != 3)
+		return usage_error("usage: merge SNAPDIR OUTDIR");
+	const char *dir = argv[1], *outdir = argv[2];
+	struct snap s;
+	char *hp = hdr_path_in(dir);
+	if (snap_open(&s, hp, dir, NULL, 0, err))
+		die(EXIT_FAIL, "merge: %s: %s", dir, err);
+	free(hp);
+	int dirfd = open_outdir(outdir, err);
+	if (dirfd < 0)
+		die(EXIT_FAIL, "merge: %s", err);
+	struct snap_hdr nh = {.version = HDR_VERSION, .block = s.h.block, .size = s.h.size};
+	struct packer p;
+	packer_init(&p, dirfd, s.h.block, false, &nh, err);
+	memcpy(nh.build, p.build, 16);
+	memcpy(nh.base, p.build, 16);
+	for (size_t i = 0; i < s.h.n; i++) {
+		const struct mapping *m = &s.h.m[i];
+		if (s.src[i] < 0) {
+			hdr_push(&nh, m->off, m->len, m->build, 0);
+			p.zero_bytes += m->len;
+		} else if (packer_feed(&p, m->off, s.l[s.src[i]].map + m->store, m->len, err)) {
+			goto fail;
+		}
+	}
+	if (packer_publish(&p, &nh, err))
+		goto fail;
+	char u[37];
+	uuid_format(nh.build, u);
+	printf("merged %s (generation %llu, %zu layers): %llu data bytes, build %s, %zu mappings\n",
+	       dir, (unsigned long long)s.h.gen, s.nl, (unsigned long long)p.data_bytes, u, nh.n);
+	hdr_free(&nh);
+	snap_close(&s);
+	close(dirfd);
+	return EXIT_OK;
+fail:
+	packer_abort(&p);
+	die(EXIT_FAIL, "merge: %s", err);
+}

@@ -1,0 +1,60 @@
+/* stereo-uffd.c - Firecracker snapshot page server and snapshot memory tools: the applet
+ * declaration and the subcommand table. One file per concern beside it: header.c (format),
+ * snap.c (opening a snapshot), pack.c / layer.c / inspect.c (tools), handshake.c,
+ * serve.c and prefetch.c (the page server).
+ *
+ * Spec: shared/spec/uffd.md, shared/spec/performance.md
+ */
+/*
+APPLET(stereo-uffd)
+
+config STEREO_UFFD
+	bool "stereo-uffd: snapshot page server (userfaultfd) and snapshot memory tools"
+	default y
+	help
+	  usage: stereo-uffd COMMAND [ARGS...]
+
+	  serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR]
+	        [--prefetch none|all|trace:FILE] [--fault-around 64K] [--record-trace FILE]
+	        [--stats FILE] [--accept-timeout 60s] [--ready-fd N]
+	      Listen on PATH for Firecracker's Uffd memory backend, receive its regions and
+	      userfaultfd, and serve every page fault from the snapshot (--dir alone implies
+	      --header SNAPDIR/memfile.header). Exits 0 when Firecracker goes away; on a fatal
+	      error kills Firecracker (fail closed) and exits 1. SIGUSR1 prints the counters.
+	  pack [--block-size 4K|2M] MEMFILE OUTDIR
+	      A full memory file to a generation-0 snapshot with zero blocks elided.
+	  layer PARENT_DIR DIFF_MEMFILE OUTDIR
+	      A diff memory file (dirty pages non-zero) on top of a snapshot: generation N+1.
+	  merge SNAPDIR OUTDIR    A chain of layers to one generation-0 layer.
+	  inspect [--json] SNAPDIR    Size, generation, layers and the bytes each serves.
+	  verify SNAPDIR          Every mapping valid, every layer present and long enough.
+	  cat SNAPDIR OUTFILE     The full memory image ("-" for stdout).
+
+	  Snapshot directory: memfile.header (e2b/Wrenn header, version 3 written, 1-3 read)
+	  and memfile.<uuid> per layer. Outputs are written to temporary names, fsynced and
+	  renamed. Exit codes: 0 ok, 1 failed, 2 usage, 3 Firecracker did not connect in time.
+*/
+#include "uffd.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+} commands[] = {
+	{"serve", cmd_serve},
+	{"pack", cmd_pack},
+	{"layer", cmd_layer},
+	{"merge", cmd_merge},
+	{"inspect", cmd_inspect},
+	{"verify", cmd_verify},
+	{"cat", cmd_cat},
+};
+
+int stereo_uffd_main(int argc, char **argv)
+{
+	if (argc < 2)
+		return usage_error("missing command (serve, pack, layer, merge, inspect, verify, cat)");
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	return usage_error("unknown command '%s'", argv[1]);
+}

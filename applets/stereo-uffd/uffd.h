@@ -1,0 +1,135 @@
+/* uffd.h - stereo-uffd's internal interfaces: the snapshot header (e2b/Wrenn V3), an opened
+ * snapshot (header + mapped layer files), the packer shared by pack/layer/merge, the
+ * Firecracker handshake and the page server.
+ *
+ * Spec: shared/spec/uffd.md. Nothing here is used outside applets/stereo-uffd/.
+ */
+#ifndef STEREO_UFFD_H
+#define STEREO_UFFD_H
+#include "common/stereo.h"
+
+#define PAGE_4K 4096ULL
+#define PAGE_2M 2097152ULL
+#define HDR_META_SIZE 64
+#define HDR_MAP_SIZE 40
+#define HDR_VERSION 3
+#define HDR_MAX_BYTES (64ULL << 20)   /* 1.6M mappings: far above any real header */
+
+/* ---- header.c: the on-disk header ------------------------------------------------------ */
+struct mapping {
+	uint64_t off;            /* byte offset in guest memory */
+	uint64_t len;            /* bytes, multiple of the block size */
+	uint8_t build[16];       /* layer UUID; all-zero = zero-fill */
+	uint64_t store;          /* byte offset inside that layer's diff file */
+};
+
+struct snap_hdr {
+	uint64_t version, block, size, gen;
+	uint8_t build[16], base[16];
+	struct mapping *m;
+	size_t n, cap;
+};
+
+/* Parse and validate (sorted, contiguous, covering [0, size), aligned). name is for errors. */
+int hdr_parse(const uint8_t *p, size_t len, const char *name, struct snap_hdr *h, char *err);
+int hdr_read(const char *path, struct snap_hdr *h, char *err);
+int hdr_encode(const struct snap_hdr *h, struct buf *out);
+/* Index of the mapping holding guest offset off (off < size). */
+size_t hdr_find(const struct snap_hdr *h, uint64_t off);
+/* Append a mapping, merging it into the previous one when contiguous and same source. */
+void hdr_push(struct snap_hdr *h, uint64_t off, uint64_t len, const uint8_t build[16], uint64_t store);
+void hdr_free(struct snap_hdr *h);
+
+bool uuid_is_nil(const uint8_t u[16]);
+void uuid_format(const uint8_t u[16], char out[37]);
+int uuid_parse(const char *s, uint8_t u[16]);
+void uuid_random(uint8_t u[16]);
+
+/* ---- snap.c: a snapshot opened for reading -------------------------------------------- */
+struct layer {
+	uint8_t id[16];
+	char *path;
+	int fd;
+	uint64_t size;            /* file size when opened */
+	const uint8_t *map;       /* read-only mapping of the whole file (NULL when empty) */
+	uint64_t served;          /* guest bytes this layer serves (inspect) */
+};
+
+struct snap {
+	char *hdr_path;
+	struct snap_hdr h;
+	struct layer *l;
+	size_t nl;
+	int *src;                 /* per mapping: index into l, or -1 for zero-fill */
+};
+
+/* Layer files: "UUID=FILE" specs first, then DIR/memfile.<uuid>, then DIR/memfile when the
+ * header references one layer. Checks every referenced layer is long enough. */
+int snap_open(struct snap *s, const char *hdr_path, const char *dir, char **specs, int nspecs,
+	      char *err);
+void snap_close(struct snap *s);
+
+/* ---- pack.c: writing layers ------------------------------------------------------------ */
+bool block_is_zero(const uint8_t *p, size_t n);
+
+/* Appends blocks to a new diff file and builds its mappings. With keep_holes, zero blocks
+ * produce no mapping (layer: "unchanged"); otherwise they map to the zero build. */
+struct packer {
+	int dirfd;
+	char tmpname[96], name[64];
+	int fd;                   /* -1 until the first data block */
+	uint8_t build[16];
+	uint64_t block, store;
+	bool keep_holes;
+	struct snap_hdr *out;
+	uint64_t zero_bytes, data_bytes;
+};
+int packer_init(struct packer *p, int dirfd, uint64_t block, bool keep_holes, struct snap_hdr *out,
+		char *err);
+int packer_feed(struct packer *p, uint64_t off, const uint8_t *data, size_t len, char *err);
+/* fsync + rename the diff file into place (no file when nothing was written). */
+int packer_commit(struct packer *p, char *err);
+void packer_abort(struct packer *p);
+/* commit, then the header; the new layer is removed again when the header cannot be written */
+int packer_publish(struct packer *p, const struct snap_hdr *h, char *err);
+int pack_stream(struct packer *p, int fd, const char *name, uint64_t size, char *err);
+int parse_block_size(const char *s, uint64_t *out);
+/* fsync'd atomic header write to dirfd/memfile.header. */
+int write_header_at(int dirfd, const struct snap_hdr *h, char *err);
+int open_outdir(const char *dir, char *err);
+
+int cmd_pack(int argc, char **argv);
+int cmd_layer(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+
+/* ---- handshake.c: Firecracker's one message --------------------------------------------- */
+struct fc_region {
+	uint64_t base, size, offset;
+};
+
+struct peer {
+	pid_t pid;
+	int pidfd;                /* -1 when the kernel gave none */
+	int sock;
+};
+
+struct handshake {
+	struct fc_region r[64];
+	size_t n;
+	uint64_t page;
+	bool has_page_size;       /* Firecracker >= 1.12: keeps the socket open until it exits */
+	int uffd;
+};
+
+int hs_listen(const char *path, char *err);
+int hs_accept(int lfd, int timeout_ms, struct peer *p, char *err);
+int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err);
+/* The region JSON alone (also the fuzz target). */
+int hs_parse_regions(const char *s, size_t len, struct handshake *h, char *err);
+void peer_kill(struct peer *p);
+
+#endif
