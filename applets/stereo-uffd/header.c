@@ -152,6 +152,13 @@ int hdr_parse(const uint8_t *p, size_t len, const char *name, struct snap_hdr *h
 		hdr_push(h, 0, h->size, h->build, 0);
 		return 0;
 	}
+	for (size_t i = 1; i < n; i++) {   /* order first, so "unsorted" is named as such */
+		uint64_t a = get64(p + HDR_META_SIZE + (i - 1) * HDR_MAP_SIZE);
+		uint64_t b = get64(p + HDR_META_SIZE + i * HDR_MAP_SIZE);
+		if (b < a)
+			return errf(err, "%s: mapping %zu (offset %llu) is not sorted: it comes after offset %llu",
+				    name, i, (unsigned long long)b, (unsigned long long)a);
+	}
 	h->m = xcalloc(n, sizeof *h->m);
 	h->cap = n;
 	uint64_t end = 0;
@@ -168,9 +175,6 @@ int hdr_parse(const uint8_t *p, size_t len, const char *name, struct snap_hdr *h
 		if (!uuid_is_nil(m->build) && m->store % h->block)
 			return errf(err, "%s: mapping %zu (offset %llu): storage offset %llu is not block-aligned",
 				    name, i, o, (unsigned long long)m->store);
-		if (i && m->off < h->m[i - 1].off)
-			return errf(err, "%s: mapping %zu (offset %llu) is not sorted: it comes after offset %llu",
-				    name, i, o, (unsigned long long)h->m[i - 1].off);
 		if (m->off < end)
 			return errf(err, "%s: mapping %zu (offset %llu) overlaps the previous one, which ends at %llu",
 				    name, i, o, (unsigned long long)end);

@@ -1,0 +1,517 @@
+# stereo-uffd.bats - the snapshot page server against a Firecracker stand-in with a real
+# userfaultfd, and the snapshot tools (pack, layer, merge, inspect, verify, cat).
+load helpers
+
+setup() {
+	D=$BATS_TEST_TMPDIR
+	SP=""
+	HP_OLD=""
+}
+
+teardown() {
+	if [ -n "$SP" ]; then kill -9 "$SP" 2>/dev/null || true; wait "$SP" 2>/dev/null || true; fi
+	if [ -n "$HP_OLD" ]; then echo "$HP_OLD" > /proc/sys/vm/nr_hugepages; fi
+	if [ -f "$D/serve.log" ]; then asan_clean "$D/serve.log"; fi
+}
+
+# mkimg KIND FILE [PAGES [SEED]]: sparse (about 30% non-zero pages in runs of 1-16), dense
+# (every page non-zero), zero (all zero). 4 KiB pages, 1024 by default.
+mkimg() {
+	python3 - "$@" <<'EOF'
+import random, sys
+kind, path = sys.argv[1], sys.argv[2]
+pages = int(sys.argv[3]) if len(sys.argv) > 3 else 1024
+rnd = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 7)
+img = bytearray(pages * 4096)
+i = 0
+while i < pages:
+    n = rnd.randint(1, 16)
+    if kind == "dense" or (kind == "sparse" and rnd.random() < 0.3):
+        for p in range(i, min(i + n, pages)):
+            img[p * 4096:(p + 1) * 4096] = rnd.randbytes(4096)
+            img[p * 4096] = 1 + p % 255        # never an all-zero page
+    i += n
+open(path, "wb").write(img)
+EOF
+}
+
+# mkdiff BASE DIFF EXPECTED PAGES SEED: a Firecracker diff file (only PAGES random dirty pages
+# non-zero) and the image expected after applying it to BASE.
+mkdiff() {
+	python3 - "$@" <<'EOF'
+import random, sys
+base, diff, exp, n, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+rnd = random.Random(seed)
+img = bytearray(open(base, "rb").read())
+d = bytearray(len(img))
+for p in rnd.sample(range(len(img) // 4096), n):
+    b = bytearray(rnd.randbytes(4096)); b[0] = 0xee
+    d[p * 4096:(p + 1) * 4096] = b
+    img[p * 4096:(p + 1) * 4096] = b
+open(diff, "wb").write(d)
+open(exp, "wb").write(img)
+EOF
+}
+
+# mkhdr DIR VERSION SIZE MAPPINGS: write DIR/memfile.header; MAPPINGS is "off:len:build:store,..."
+# with build "z" (zero-fill) or "a" (a fixed UUID).
+mkhdr() {
+	mkdir -p "$1"
+	python3 - "$@" <<'EOF'
+import struct, sys
+d, ver, size, maps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+A = bytes.fromhex("11111111222233334444555555555555")
+out = struct.pack("<QQQQ", ver, 4096, size, 0) + A + A
+for m in filter(None, maps.split(",")):
+    off, ln, b, st = m.split(":")
+    out += struct.pack("<QQ", int(off), int(ln)) + (bytes(16) if b == "z" else A) + struct.pack("<Q", int(st))
+open(d + "/memfile.header", "wb").write(out)
+EOF
+}
+
+serve_start() {
+	rm -f "$D/ready" "$D/s.sock"
+	stereo-uffd serve --socket "$D/s.sock" --accept-timeout 30s --ready-fd 3 "$@" \
+		3>"$D/ready" 2>"$D/serve.log" &
+	SP=$!
+	wait_file "$D/ready" listening
+}
+
+# serve_wait: the server's exit status in SRC
+serve_wait() {
+	SRC=0
+	wait "$SP" || SRC=$?
+	SP=""
+}
+
+standin() {
+	"$STEREO_T/fc_standin" --socket "$D/s.sock" "$@"
+}
+
+# a stand-in that must be killed by the server: status 137 (SIGKILL), server exit 1 + reason
+expect_killed() {
+	local reason=$1
+	shift
+	run standin "$@"
+	assert_equal "$status" 137
+	serve_wait
+	assert_equal "$SRC" 1
+	run cat "$D/serve.log"
+	assert_output --partial "$reason"
+	assert_output --partial "killed Firecracker"
+}
+
+prefetch_done() {
+	kill -USR1 "$SP"
+	grep -q '"prefetch_done":true' "$D/stats.json"
+}
+
+stat_of() {   # stat_of NAME: a counter from the --stats file
+	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$D/stats.json" "$1"
+}
+
+@test "pack then cat reproduces a sparse image byte for byte and elides zero blocks" {
+	mkimg sparse "$D/img"
+	run stereo-uffd pack "$D/img" "$D/snap"
+	assert_success
+	assert_output --partial "packed"
+	run stereo-uffd cat "$D/snap" "$D/out"
+	assert_success
+	cmp "$D/img" "$D/out"
+	layer=$(ls "$D"/snap/memfile.*-*)
+	[ "$(stat -c %s "$layer")" -lt "$(stat -c %s "$D/img")" ]
+	# only the header and one layer: no temporary files left behind
+	assert_equal "$(ls -A "$D/snap" | wc -l)" 2
+}
+
+@test "serve round trip: every page of a sparse image reads back exactly" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --stats "$D/stats.json"
+	run standin --image "$D/img"
+	assert_success
+	assert_output --partial "ok 1024 pages verified=1"
+	serve_wait
+	assert_equal "$SRC" 0
+	[ "$(stat_of pages_zeroed)" -gt 0 ]
+	[ "$(stat_of pages_copied)" -gt 0 ]
+}
+
+@test "serve round trip: a dense image (no zero pages) reads back exactly" {
+	mkimg dense "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --stats "$D/stats.json"
+	run standin --image "$D/img" --touch random --threads 3
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+	assert_equal "$(stat_of pages_zeroed)" 0
+	assert_equal "$(stat_of pages_copied)" 1024
+}
+
+@test "serve round trip: an all-zero image has no layer file and is served by ZEROPAGE only" {
+	mkimg zero "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	assert_equal "$(ls -A "$D/snap")" "memfile.header"
+	serve_start --dir "$D/snap" --stats "$D/stats.json"
+	run standin --image "$D/img"
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+	assert_equal "$(stat_of pages_copied)" 0
+	assert_equal "$(stat_of pages_zeroed)" 1024
+}
+
+@test "several regions with holes between them in host memory are all served" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	run standin --image "$D/img" --regions 3 --hole --touch random --threads 4
+	assert_success
+	assert_output --partial "verified=1"
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
+@test "generations: layer twice, merge, and serving either gives identical bytes" {
+	mkimg sparse "$D/img0"
+	mkdiff "$D/img0" "$D/diff1" "$D/img1" 100 1
+	mkdiff "$D/img1" "$D/diff2" "$D/img2" 60 2
+	stereo-uffd pack "$D/img0" "$D/g0"
+	run stereo-uffd layer "$D/g0" "$D/diff1" "$D/g1"
+	assert_success
+	assert_output --partial "generation 1"
+	run stereo-uffd layer "$D/g1" "$D/diff2" "$D/g2"
+	assert_success
+	assert_output --partial "generation 2"
+	stereo-uffd merge "$D/g2" "$D/m"
+	stereo-uffd cat "$D/g1" "$D/out1"
+	cmp "$D/img1" "$D/out1"
+	stereo-uffd cat "$D/g2" "$D/out2"
+	cmp "$D/img2" "$D/out2"
+	stereo-uffd cat "$D/m" "$D/outm"
+	cmp "$D/img2" "$D/outm"
+	run stereo-uffd inspect --json "$D/m"
+	assert_output --partial '"generation":0'
+	for snap in g2 m; do
+		serve_start --dir "$D/$snap"
+		run standin --image "$D/img2" --touch random --threads 2
+		assert_success
+		serve_wait
+		assert_equal "$SRC" 0
+	done
+}
+
+@test "inspect reports size, generation, layers and the bytes each serves" {
+	mkimg sparse "$D/img0"
+	mkdiff "$D/img0" "$D/diff1" "$D/img1" 10 3
+	stereo-uffd pack "$D/img0" "$D/g0"
+	stereo-uffd layer "$D/g0" "$D/diff1" "$D/g1"
+	run stereo-uffd inspect "$D/g1"
+	assert_success
+	assert_output --partial "generation 1"
+	assert_output --partial "size 4194304"
+	run stereo-uffd inspect --json "$D/g1"
+	assert_success
+	echo "$output" | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+assert j["generation"] == 1 and j["size"] == 4194304 and len(j["layers"]) == 2, j
+assert sum(l["served_bytes"] for l in j["layers"]) + j["zero_bytes"] == j["size"], j
+assert 10 * 4096 in [l["served_bytes"] for l in j["layers"]], j'
+}
+
+@test "REMOVE (MADV_DONTNEED) ranges read back as zeros, the rest keeps snapshot data" {
+	mkimg dense "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --stats "$D/stats.json"
+	run standin --image "$D/img" --version 1.12 --dontneed 65536:131072 --dontneed 0:4096
+	assert_success
+	assert_output --partial "dontneed 65536:131072 reads zero"
+	assert_output --partial "dontneed 0:4096 reads zero"
+	serve_wait
+	assert_equal "$SRC" 0
+	assert_equal "$(stat_of removes)" 2
+}
+
+@test "REMOVE during prefetch-all still reads zeros" {
+	mkimg dense "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --prefetch all
+	run standin --image "$D/img" --balloon --version 1.10 --dontneed 8192:1048576
+	assert_success
+	assert_output --partial "reads zero"
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
+@test "handshake: the Firecracker 1.6 field set (no page size) is served" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	run standin --image "$D/img" --version 1.6
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
+@test "handshake: the Firecracker 1.10 field set (page_size_kib in bytes) is served" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	run standin --image "$D/img" --version 1.10
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
+@test "handshake: the Firecracker 1.12 field set is served and the open socket's close ends the server" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	run standin --image "$D/img" --version 1.12
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
+@test "handshake: unknown extra fields are ignored" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	run standin --image "$D/img" --variant extra --regions 2
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
+@test "handshake: a message without an fd kills the peer and names the cause" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	expect_killed "expected exactly one uffd in SCM_RIGHTS, got 0" --image "$D/img" --variant nofd
+}
+
+@test "handshake: two fds kill the peer and name the cause" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	expect_killed "expected exactly one uffd in SCM_RIGHTS, got 2" --image "$D/img" --variant twofds
+}
+
+@test "handshake: garbage JSON kills the peer and names the cause" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	expect_killed "region list is not JSON" --image "$D/img" --variant garbage
+}
+
+@test "handshake: a region size that is not page-aligned kills the peer and names the region" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	expect_killed "region 0: base" --image "$D/img" --variant unaligned --version 1.6
+	run cat "$D/serve.log"
+	assert_output --partial "size 4194404"
+}
+
+@test "a fault outside every region kills the peer with a clear error" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	expect_killed "outside every region" --image "$D/img" --outside
+}
+
+@test "a truncated layer is refused at start, naming the file, before listening" {
+	mkimg dense "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	layer=$(ls "$D"/snap/memfile.*-*)
+	truncate -s 65536 "$layer"
+	run stereo-uffd serve --socket "$D/s.sock" --dir "$D/snap" --accept-timeout 5s
+	assert_failure 1
+	assert_output --partial "is truncated"
+	assert_output --partial "$layer"
+	assert_file_not_exist "$D/s.sock"
+}
+
+@test "a layer truncated while serving fails closed: peer killed, no hang" {
+	mkimg dense "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	layer=$(ls "$D"/snap/memfile.*-*)
+	serve_start --dir "$D/snap"
+	truncate -s 65536 "$layer"
+	expect_killed "is unreadable (truncated?)" --image "$D/img"
+}
+
+@test "malformed header: too short" {
+	mkdir -p "$D/h"
+	head -c 40 /dev/zero > "$D/h/memfile.header"
+	run stereo-uffd verify "$D/h"
+	assert_failure 1
+	assert_output --partial "memfile.header: short header: 40 bytes"
+}
+
+@test "malformed header: unsorted mappings" {
+	mkhdr "$D/h" 3 12288 "0:4096:z:0,8192:4096:z:0,4096:4096:z:0"
+	run stereo-uffd verify "$D/h"
+	assert_failure 1
+	assert_output --partial "mapping 2 (offset 4096) is not sorted"
+}
+
+@test "malformed header: overlapping mappings" {
+	mkhdr "$D/h" 3 12288 "0:8192:z:0,4096:8192:z:0"
+	run stereo-uffd verify "$D/h"
+	assert_failure 1
+	assert_output --partial "mapping 1 (offset 4096) overlaps the previous one, which ends at 8192"
+}
+
+@test "malformed header: gaps inside and at the end" {
+	mkhdr "$D/h" 3 12288 "0:4096:z:0,8192:4096:z:0"
+	run stereo-uffd verify "$D/h"
+	assert_failure 1
+	assert_output --partial "gap before mapping 1: bytes 4096..8192"
+	mkhdr "$D/h" 3 12288 "0:4096:z:0"
+	run stereo-uffd verify "$D/h"
+	assert_failure 1
+	assert_output --partial "gap at the end"
+}
+
+@test "malformed header: unknown version" {
+	mkhdr "$D/h" 7 4096 "0:4096:z:0"
+	run stereo-uffd verify "$D/h"
+	assert_failure 1
+	assert_output --partial "unknown header version 7"
+	for v in 1 2 3; do
+		mkhdr "$D/h" $v 4096 "0:4096:z:0"
+		run stereo-uffd verify "$D/h"
+		assert_success
+	done
+}
+
+@test "malformed header: a missing layer is named, and serve refuses to start" {
+	mkhdr "$D/h" 3 8192 "0:4096:a:0,4096:4096:z:0"
+	run stereo-uffd verify "$D/h"
+	assert_failure 1
+	assert_output --partial "missing layer 11111111-2222-3333-4444-555555555555"
+	run stereo-uffd serve --socket "$D/s.sock" --dir "$D/h"
+	assert_failure 1
+	assert_output --partial "missing layer"
+	assert_file_not_exist "$D/s.sock"
+}
+
+@test "failed merge and cat leave no output and no temporary files" {
+	mkhdr "$D/h" 3 8192 "0:4096:a:0,4096:4096:z:0"
+	run stereo-uffd merge "$D/h" "$D/out"
+	assert_failure 1
+	assert_equal "$(ls -A "$D/out" 2>/dev/null | wc -l)" 0
+	run stereo-uffd cat "$D/h" "$D/img.out"
+	assert_failure 1
+	assert_equal "$(ls -A "$D" | grep -c img.out)" 0
+	head -c 5000 /dev/urandom > "$D/odd"
+	run stereo-uffd pack "$D/odd" "$D/p"
+	assert_failure 1
+	assert_output --partial "not a positive multiple of the block size"
+	assert_equal "$(ls -A "$D/p" 2>/dev/null | wc -l)" 0
+}
+
+@test "hugetlb: 2 MiB pages are served (from 4K and 2M blocks) and REMOVE reads zero" {
+	HP_OLD=$(cat /proc/sys/vm/nr_hugepages)
+	echo $((HP_OLD + 8)) > /proc/sys/vm/nr_hugepages
+	[ "$(cat /proc/sys/vm/nr_hugepages)" -ge $((HP_OLD + 8)) ]
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/s4k"
+	stereo-uffd pack --block-size 2M "$D/img" "$D/s2m"
+	serve_start --dir "$D/s4k"
+	run standin --image "$D/img" --huge
+	assert_success
+	assert_output --partial "page=2097152"
+	serve_wait
+	assert_equal "$SRC" 0
+	serve_start --dir "$D/s2m" --stats "$D/stats.json"
+	run standin --image "$D/img" --huge --regions 2 --hole --dontneed 2097152:2097152
+	assert_success
+	assert_output --partial "reads zero"
+	serve_wait
+	assert_equal "$SRC" 0
+	assert_equal "$(stat_of removes)" 1
+}
+
+@test "prefetch all installs every page in the background" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --prefetch all --stats "$D/stats.json"
+	standin --image "$D/img" --touch none --no-verify --hold "$D/go" > "$D/standin.out" &
+	local st=$!
+	wait_for prefetch_done
+	# everything is resident: touching and checking every page needs no server work
+	touch "$D/go"
+	wait "$st"
+	serve_wait
+	assert_equal "$SRC" 0
+	assert_equal "$(stat_of prefetch_done)" True
+	assert_equal "$(stat_of faults)" 0
+	assert_equal "$SRC" 0
+	assert_equal "$(stat_of prefetch_done)" True
+	[ $(( $(stat_of pages_copied) + $(stat_of pages_zeroed) )) -eq 1024 ]
+}
+
+@test "a recorded fault trace is replayed first by --prefetch trace:FILE" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --record-trace "$D/trace"
+	run standin --image "$D/img" --touch random
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+	assert_file_exist "$D/trace"
+	serve_start --dir "$D/snap" --prefetch "trace:$D/trace" --stats "$D/stats.json"
+	run standin --image "$D/img"
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+	echo garbage > "$D/bad"
+	run stereo-uffd serve --socket "$D/s2.sock" --dir "$D/snap" --prefetch "trace:$D/bad"
+	assert_failure 1
+	assert_output --partial "not a stereo-uffd trace file"
+}
+
+@test "SIGUSR1 prints the counters and writes the stats file while serving" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --stats "$D/stats.json"
+	standin --image "$D/img" --hold "$D/go" > "$D/standin.out" &
+	local st=$!
+	wait_file "$D/standin.out" "verified=1"
+	kill -USR1 "$SP"
+	wait_file "$D/stats.json"
+	wait_file "$D/serve.log" "stats faults="
+	[ "$(stat_of faults)" -gt 0 ]
+	touch "$D/go"
+	wait "$st"
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
+@test "no connection within --accept-timeout exits 3 and removes the socket" {
+	mkimg zero "$D/img" 16
+	stereo-uffd pack "$D/img" "$D/snap"
+	run stereo-uffd serve --socket "$D/s.sock" --dir "$D/snap" --accept-timeout 200ms
+	assert_failure 3
+	assert_output --partial "no connection from Firecracker within 200 ms"
+	assert_file_not_exist "$D/s.sock"
+}
+
+@test "bad command lines exit 2" {
+	run stereo-uffd
+	assert_failure 2
+	run stereo-uffd frobnicate
+	assert_failure 2
+	run stereo-uffd serve --dir /nonexistent
+	assert_failure 2
+	run stereo-uffd serve --socket x --dir y --prefetch sometimes
+	assert_failure 2
+	run stereo-uffd serve --socket x --dir y --fault-around 3K
+	assert_failure 2
+	run stereo-uffd pack --block-size 8K a b
+	assert_failure 2
+}
