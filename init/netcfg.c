@@ -1,0 +1,495 @@
+/* netcfg.c - the guest's network, over netlink with libnl-route-3 (no `ip`, no shell):
+ * lo up, then each interface from the kernel command line (ip=CLIENT:SERVER:GW:NETMASK:
+ * HOSTNAME:DEV:AUTOCONF[:DNS0[:DNS1]], static only) and from /etc/stereos/network (key=value,
+ * docs/init.md): addresses, MTU, default routes; then /etc/resolv.conf (atomically) and the
+ * hostname. Parsing is separate from applying, so `stereo init --net-only --dry-run` shows
+ * what would be done.
+ */
+#include "init/init.h"
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <net/if.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/route.h>
+#include <unistd.h>
+
+#define NC_IFS 8
+#define NC_ADDRS 8
+#define NC_DNS 3        /* glibc's MAXNS */
+#define NC_TEXT 64      /* an address with its prefix */
+
+struct nc_if {
+	char name[IFNAMSIZ];
+	char addrs[NC_ADDRS][NC_TEXT];
+	int naddrs;
+	int mtu;
+	char gw4[NC_TEXT], gw6[NC_TEXT];
+};
+
+struct netcfg {
+	struct nc_if ifs[NC_IFS];
+	int nifs;
+	char dns[NC_DNS][NC_TEXT];
+	int ndns;
+	char search[256];
+	char hostname[65];
+};
+
+struct netcfg *netcfg_new(void) { return xcalloc(1, sizeof(struct netcfg)); }
+void netcfg_free(struct netcfg *c) { free(c); }
+
+bool netcfg_empty(const struct netcfg *c)
+{
+	return !c->nifs && !c->ndns && !*c->search && !*c->hostname;
+}
+
+static struct nc_if *get_if(struct netcfg *c, const char *name, char *err)
+{
+	for (int i = 0; i < c->nifs; i++)
+		if (!strcmp(c->ifs[i].name, name))
+			return &c->ifs[i];
+	size_t n = strlen(name);
+	if (!n || n >= IFNAMSIZ || strchr(name, '/') || strpbrk(name, " \t:"))
+		return errf(err, "bad interface name '%s'", name), NULL;
+	if (c->nifs == NC_IFS)
+		return errf(err, "more than %d interfaces", NC_IFS), NULL;
+	struct nc_if *f = &c->ifs[c->nifs++];
+	memset(f, 0, sizeof *f);
+	snprintf(f->name, sizeof f->name, "%s", name);
+	return f;
+}
+
+/* AF_INET / AF_INET6 for a plain address, 0 when it is not one. */
+static int addr_family(const char *s)
+{
+	unsigned char b[16];
+	if (inet_pton(AF_INET, s, b) == 1)
+		return AF_INET;
+	if (inet_pton(AF_INET6, s, b) == 1)
+		return AF_INET6;
+	return 0;
+}
+
+/* "ADDR/PREFIX" with the prefix in range for the family. */
+static int check_cidr(const char *s, char *err)
+{
+	char a[NC_TEXT];
+	const char *slash = strchr(s, '/');
+	if (!slash || (size_t)(slash - s) >= sizeof a)
+		return errf(err, "address '%s' needs a /PREFIX", s);
+	snprintf(a, sizeof a, "%.*s", (int)(slash - s), s);
+	int fam = addr_family(a);
+	char *end;
+	long p = strtol(slash + 1, &end, 10);
+	if (!fam || *end || end == slash + 1 || p < 0 || p > (fam == AF_INET ? 32 : 128))
+		return errf(err, "bad address '%s'", s);
+	return 0;
+}
+
+static int add_addr(struct nc_if *f, const char *cidr, char *err)
+{
+	if (check_cidr(cidr, err))
+		return -1;
+	if (strlen(cidr) >= NC_TEXT)
+		return errf(err, "address '%s' too long", cidr);
+	for (int i = 0; i < f->naddrs; i++)
+		if (!strcmp(f->addrs[i], cidr))
+			return 0;
+	if (f->naddrs == NC_ADDRS)
+		return errf(err, "more than %d addresses on %s", NC_ADDRS, f->name);
+	snprintf(f->addrs[f->naddrs++], NC_TEXT, "%s", cidr);
+	return 0;
+}
+
+static int set_gateway(struct nc_if *f, const char *gw, char *err)
+{
+	int fam = addr_family(gw);
+	if (!fam)
+		return errf(err, "bad gateway '%s'", gw);
+	snprintf(fam == AF_INET ? f->gw4 : f->gw6, NC_TEXT, "%s", gw);
+	return 0;
+}
+
+static int add_dns(struct netcfg *c, const char *ip, char *err)
+{
+	if (!addr_family(ip))
+		return errf(err, "bad dns server '%s'", ip);
+	for (int i = 0; i < c->ndns; i++)
+		if (!strcmp(c->dns[i], ip))
+			return 0;
+	if (c->ndns == NC_DNS)
+		return errf(err, "more than %d dns servers", NC_DNS);
+	snprintf(c->dns[c->ndns++], NC_TEXT, "%s", ip);
+	return 0;
+}
+
+static int set_hostname(struct netcfg *c, const char *h, char *err)
+{
+	size_t n = strlen(h);
+	if (!n || n > 64 || h[0] == '-' || h[0] == '.')
+		return errf(err, "bad hostname '%s'", h);
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)h[i]) && h[i] != '-' && h[i] != '.')
+			return errf(err, "bad hostname '%s'", h);
+	snprintf(c->hostname, sizeof c->hostname, "%s", h);
+	return 0;
+}
+
+/* Dotted netmask to a prefix length; -1 when not contiguous. */
+static int mask_prefix(const char *m)
+{
+	struct in_addr a;
+	if (inet_pton(AF_INET, m, &a) != 1)
+		return -1;
+	uint32_t v = ntohl(a.s_addr);
+	int p = 0;
+	while (p < 32 && (v & (0x80000000u >> p)))
+		p++;
+	return (p == 32 ? 0 : (v << p)) ? -1 : p;
+}
+
+/* One ip= value, the kernel's nfsroot.txt form. Only static configuration is supported. */
+static int parse_ip_arg(struct netcfg *c, const char *v, char *err)
+{
+	if (!strcmp(v, "off") || !strcmp(v, "none"))
+		return 0;
+	char tmp[512], *f[10] = {0};
+	if (strlen(v) >= sizeof tmp)
+		return errf(err, "ip= too long");
+	snprintf(tmp, sizeof tmp, "%s", v);
+	char *p = tmp;
+	int n = 0;
+	while (p && n < 10) {
+		f[n++] = p;
+		p = strchr(p, ':');
+		if (p)
+			*p++ = 0;
+	}
+	for (int i = n; i < 10; i++)
+		f[i] = "";
+	const char *client = f[0], *gw = f[2], *mask = f[3], *host = f[4], *dev = f[5],
+		   *autoconf = f[6];
+	if (*autoconf && strcmp(autoconf, "off") && strcmp(autoconf, "none"))
+		return errf(err, "ip=: autoconfiguration '%s' is not supported (static only)", autoconf);
+	if (n == 1 || !*client)
+		return errf(err, "ip=%s: a static CLIENT address is required (no DHCP)", v);
+	struct in_addr ca;
+	if (inet_pton(AF_INET, client, &ca) != 1)
+		return errf(err, "ip=: bad client address '%s'", client);
+	int prefix;
+	if (*mask) {
+		if ((prefix = mask_prefix(mask)) < 0)
+			return errf(err, "ip=: bad netmask '%s'", mask);
+	} else {
+		/* the kernel's default: the address class */
+		uint32_t a = ntohl(ca.s_addr);
+		prefix = a < 0x80000000u ? 8 : a < 0xC0000000u ? 16 : 24;
+	}
+	struct nc_if *i = get_if(c, *dev ? dev : "eth0", err);
+	if (!i)
+		return -1;
+	char cidr[NC_TEXT];
+	snprintf(cidr, sizeof cidr, "%s/%d", client, prefix);
+	if (add_addr(i, cidr, err))
+		return -1;
+	if (*gw && (addr_family(gw) != AF_INET || set_gateway(i, gw, err)))
+		return errf(err, "ip=: bad gateway '%s'", gw);
+	if (*host && set_hostname(c, host, err))
+		return -1;
+	for (int k = 7; k <= 8; k++)
+		if (*f[k] && add_dns(c, f[k], err))
+			return -1;
+	return 0;
+}
+
+int netcfg_parse_cmdline(struct netcfg *c, const char *cmdline, char *err)
+{
+	/* the last ip= wins, as in the kernel */
+	const char *last = NULL;
+	size_t lastn = 0;
+	for (const char *p = cmdline; *p;) {
+		while (isspace((unsigned char)*p))
+			p++;
+		size_t n = strcspn(p, " \t\r\n");
+		if (n > 3 && !strncmp(p, "ip=", 3)) {
+			last = p + 3;
+			lastn = n - 3;
+		}
+		p += n;
+	}
+	if (!last)
+		return 0;
+	char v[512];
+	if (lastn >= sizeof v)
+		return errf(err, "ip= too long");
+	snprintf(v, sizeof v, "%.*s", (int)lastn, last);
+	return parse_ip_arg(c, v, err);
+}
+
+int netcfg_parse_file(struct netcfg *c, const char *text, size_t len, const char *path, char *err)
+{
+	struct nc_if *cur = NULL;
+	char msg[ERRBUF];
+	int lineno = 0;
+	for (const char *p = text, *end = text + len; p < end;) {
+		const char *nl = memchr(p, '\n', end - p);
+		size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		char line[1024];
+		lineno++;
+		if (ll >= sizeof line)
+			return errf(err, "%s:%d: line too long", path, lineno);
+		memcpy(line, p, ll);
+		line[ll] = 0;
+		p += ll + 1;
+		if (memchr(line, 0, ll))
+			return errf(err, "%s:%d: NUL byte", path, lineno);
+		char *s = line;
+		while (isspace((unsigned char)*s))
+			s++;
+		char *e = s + strlen(s);
+		while (e > s && isspace((unsigned char)e[-1]))
+			*--e = 0;
+		if (!*s || *s == '#')
+			continue;
+		char *eq = strchr(s, '=');
+		if (!eq)
+			return errf(err, "%s:%d: expected key=value", path, lineno);
+		char *ke = eq;
+		while (ke > s && isspace((unsigned char)ke[-1]))
+			ke--;
+		*ke = 0;
+		char *v = eq + 1;
+		while (isspace((unsigned char)*v))
+			v++;
+		int rc = 0;
+		if (!strcmp(s, "interface")) {
+			rc = (cur = get_if(c, v, msg)) ? 0 : -1;
+		} else if (!strcmp(s, "address") || !strcmp(s, "mtu") || !strcmp(s, "gateway")) {
+			if (!cur)
+				return errf(err, "%s:%d: %s before any interface=", path, lineno, s);
+			if (*s == 'a') {
+				rc = add_addr(cur, v, msg);
+			} else if (*s == 'g') {
+				rc = set_gateway(cur, v, msg);
+			} else {
+				char *end2;
+				long m = strtol(v, &end2, 10);
+				if (*end2 || end2 == v || m < 68 || m > 65535)
+					rc = errf(msg, "bad mtu '%s' (68..65535)", v);
+				else
+					cur->mtu = m;
+			}
+		} else if (!strcmp(s, "dns")) {
+			rc = add_dns(c, v, msg);
+		} else if (!strcmp(s, "search")) {
+			if (strlen(v) >= sizeof c->search || strpbrk(v, "\"\\"))
+				rc = errf(msg, "bad search '%s'", v);
+			else
+				snprintf(c->search, sizeof c->search, "%s", v);
+		} else if (!strcmp(s, "hostname")) {
+			rc = set_hostname(c, v, msg);
+		} else {
+			rc = errf(msg, "unknown key '%s'", s);
+		}
+		if (rc)
+			return errf(err, "%s:%d: %s", path, lineno, msg);
+	}
+	return 0;
+}
+
+void netcfg_json(const struct netcfg *c, struct buf *out)
+{
+	struct jw w;
+	jw_init(&w, out);
+	jw_obj(&w);
+	jw_key(&w, "interfaces");
+	jw_arr(&w);
+	for (int i = 0; i < c->nifs; i++) {
+		const struct nc_if *f = &c->ifs[i];
+		jw_obj(&w);
+		jw_kstr(&w, "name", f->name);
+		jw_key(&w, "addresses");
+		jw_arr(&w);
+		for (int k = 0; k < f->naddrs; k++)
+			jw_str(&w, f->addrs[k]);
+		jw_arr_end(&w);
+		if (f->mtu)
+			jw_kint(&w, "mtu", f->mtu);
+		if (*f->gw4)
+			jw_kstr(&w, "gateway", f->gw4);
+		if (*f->gw6)
+			jw_kstr(&w, "gateway6", f->gw6);
+		jw_obj_end(&w);
+	}
+	jw_arr_end(&w);
+	jw_key(&w, "dns");
+	jw_arr(&w);
+	for (int i = 0; i < c->ndns; i++)
+		jw_str(&w, c->dns[i]);
+	jw_arr_end(&w);
+	if (*c->search)
+		jw_kstr(&w, "search", c->search);
+	if (*c->hostname)
+		jw_kstr(&w, "hostname", c->hostname);
+	jw_obj_end(&w);
+	buf_putc(out, '\n');
+}
+
+/* ---- applying over netlink --------------------------------------------------------------- */
+
+static int link_setup(struct nl_sock *sk, const char *name, int mtu, int *ifindex, char *err)
+{
+	struct rtnl_link *link = NULL, *chg = NULL;
+	int rc = rtnl_link_get_kernel(sk, 0, name, &link);
+	if (rc < 0)
+		return errf(err, "interface %s: %s", name, nl_geterror(rc));
+	*ifindex = rtnl_link_get_ifindex(link);
+	chg = rtnl_link_alloc();
+	if (!chg) {
+		rtnl_link_put(link);
+		return errf(err, "out of memory");
+	}
+	rtnl_link_set_flags(chg, IFF_UP);
+	if (mtu)
+		rtnl_link_set_mtu(chg, mtu);
+	rc = rtnl_link_change(sk, link, chg, 0);
+	rtnl_link_put(chg);
+	rtnl_link_put(link);
+	if (rc < 0)
+		return errf(err, "interface %s: setting %s: %s", name, mtu ? "mtu and up" : "up",
+			    nl_geterror(rc));
+	return 0;
+}
+
+static int addr_add(struct nl_sock *sk, int ifindex, const char *name, const char *cidr, char *err)
+{
+	struct nl_addr *local = NULL;
+	int rc = nl_addr_parse(cidr, AF_UNSPEC, &local);
+	if (rc < 0)
+		return errf(err, "address %s: %s", cidr, nl_geterror(rc));
+	struct rtnl_addr *a = rtnl_addr_alloc();
+	if (!a) {
+		nl_addr_put(local);
+		return errf(err, "out of memory");
+	}
+	rtnl_addr_set_ifindex(a, ifindex);
+	rtnl_addr_set_local(a, local);
+	int plen = nl_addr_get_prefixlen(local);
+	if (nl_addr_get_family(local) == AF_INET && plen < 31) {
+		/* `ip addr add ... brd +`: the kernel does not derive the broadcast address */
+		uint32_t v;
+		memcpy(&v, nl_addr_get_binary_addr(local), 4);
+		v = htonl(ntohl(v) | (plen ? 0xffffffffu >> plen : 0xffffffffu));
+		struct nl_addr *bc = nl_addr_build(AF_INET, &v, 4);
+		if (bc) {
+			rtnl_addr_set_broadcast(a, bc);
+			nl_addr_put(bc);
+		}
+	}
+	rc = rtnl_addr_add(sk, a, 0);
+	rtnl_addr_put(a);
+	nl_addr_put(local);
+	if (rc < 0 && rc != -NLE_EXIST)
+		return errf(err, "adding %s to %s: %s", cidr, name, nl_geterror(rc));
+	return 0;
+}
+
+static int default_route(struct nl_sock *sk, int ifindex, const char *gw, char *err)
+{
+	int fam = addr_family(gw);
+	struct nl_addr *dst = NULL, *via = NULL;
+	struct rtnl_route *r = NULL;
+	struct rtnl_nexthop *nh = NULL;
+	int rc = nl_addr_parse(gw, fam, &via);
+	if (rc >= 0)
+		rc = nl_addr_parse("default", fam, &dst);
+	if (rc < 0)
+		goto out;
+	r = rtnl_route_alloc();
+	nh = rtnl_route_nh_alloc();
+	if (!r || !nh) {
+		rc = -NLE_NOMEM;
+		goto out;
+	}
+	rtnl_route_set_family(r, fam);
+	rtnl_route_set_dst(r, dst);
+	rtnl_route_set_table(r, RT_TABLE_MAIN);
+	rtnl_route_set_scope(r, RT_SCOPE_UNIVERSE);
+	rtnl_route_set_protocol(r, RTPROT_BOOT);
+	rtnl_route_nh_set_gateway(nh, via);
+	rtnl_route_nh_set_ifindex(nh, ifindex);
+	rtnl_route_add_nexthop(r, nh);
+	nh = NULL;   /* owned by the route now */
+	rc = rtnl_route_add(sk, r, NLM_F_REPLACE);
+out:
+	if (nh)
+		rtnl_route_nh_free(nh);
+	if (r)
+		rtnl_route_put(r);
+	nl_addr_put(dst);
+	nl_addr_put(via);
+	if (rc < 0)
+		return errf(err, "default route via %s: %s", gw, nl_geterror(rc));
+	return 0;
+}
+
+static int write_resolv(const struct netcfg *c, const char *path, char *err)
+{
+	struct buf b = {0};
+	buf_puts(&b, "# written by stereo init\n");
+	if (*c->search)
+		buf_printf(&b, "search %s\n", c->search);
+	for (int i = 0; i < c->ndns; i++)
+		buf_printf(&b, "nameserver %s\n", c->dns[i]);
+	int rc = atomic_write(path, b.p, b.len, 0644, (uid_t)-1, (gid_t)-1);
+	buf_free(&b);
+	return rc ? errf(err, "writing %s: %s", path, strerror(-rc)) : 0;
+}
+
+/* Applies everything it can; returns -1 with the last error in err when something failed. */
+int netcfg_apply(const struct netcfg *c, const char *resolv_file, bool set_host, char *err)
+{
+	char e[ERRBUF];
+	int rc = 0, idx;
+	struct nl_sock *sk = nl_socket_alloc();
+	if (!sk)
+		return errf(err, "netlink: out of memory");
+	int r = nl_connect(sk, NETLINK_ROUTE);
+	if (r < 0) {
+		nl_socket_free(sk);
+		return errf(err, "netlink: %s", nl_geterror(r));
+	}
+#define STEP(call)                                                        \
+	do {                                                              \
+		if (call) {                                               \
+			log_error("network", "error=\"%s\"", e);         \
+			rc = errf(err, "%s", e);                          \
+		}                                                         \
+	} while (0)
+	STEP(link_setup(sk, "lo", 0, &idx, e));
+	for (int i = 0; i < c->nifs; i++) {
+		const struct nc_if *f = &c->ifs[i];
+		if (link_setup(sk, f->name, f->mtu, &idx, e)) {
+			log_error("network", "error=\"%s\"", e);
+			rc = errf(err, "%s", e);
+			continue;
+		}
+		for (int k = 0; k < f->naddrs; k++)
+			STEP(addr_add(sk, idx, f->name, f->addrs[k], e));
+		if (*f->gw4)
+			STEP(default_route(sk, idx, f->gw4, e));
+		if (*f->gw6)
+			STEP(default_route(sk, idx, f->gw6, e));
+		log_info("interface configured", "name=%s addresses=%d mtu=%d", f->name, f->naddrs,
+			 f->mtu);
+	}
+	nl_socket_free(sk);
+	if (c->ndns || *c->search)
+		STEP(write_resolv(c, resolv_file, e));
+	if (set_host && *c->hostname && sethostname(c->hostname, strlen(c->hostname)))
+		STEP(errf(e, "sethostname %s: %s", c->hostname, strerror(errno)));
+#undef STEP
+	return rc;
+}
