@@ -443,6 +443,13 @@ static int write_resolv(const struct netcfg *c, const char *path, char *err)
 		buf_printf(&b, "search %s\n", c->search);
 	for (int i = 0; i < c->ndns; i++)
 		buf_printf(&b, "nameserver %s\n", c->dns[i]);
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		mkdir_p(dir, 0755);
+	}
 	int rc = atomic_write(path, b.p, b.len, 0644, (uid_t)-1, (gid_t)-1);
 	buf_free(&b);
 	return rc ? errf(err, "writing %s: %s", path, strerror(-rc)) : 0;
