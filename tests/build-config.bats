@@ -22,7 +22,8 @@ load helpers
 	make -j2 >/dev/null 2>&1
 	run ./stereo --list
 	assert_success
-	refute_line "$victim"
+	# not refute_line: bats-assert trips over an empty output (the only applet configured off)
+	! printf '%s\n' "$output" | grep -qx -- "$victim"
 	assert_equal "${#lines[@]}" $(( $(echo "$all" | wc -l) - 1 ))
 	run ./stereo "$victim" --help
 	assert_equal "$status" 2
