@@ -52,6 +52,21 @@ enum snap_rc snapshot_restored(struct snapshot *s, const struct json *j, int pay
 void snapshot_metrics(struct snapshot *s, struct jw *w);
 uint64_t snapshot_generation(const struct snapshot *s);
 
+/* ---- snapshot_api.c: stereod's front ends (rows of its dispatch and route tables) ------- */
+struct stereod;
+struct req;
+struct http_conn;
+int snapshot_setup(struct stereod *d, char *err);
+void snapshot_teardown(struct stereod *d);
+void msg_snapshot_prepare(struct req *r);
+void msg_snapshot_abort(struct req *r);
+void msg_restored(struct req *r);
+void msg_get_metrics(struct req *r);
+void ipc_snapshot_prepare(struct stereod *d, struct http_conn *c, const char *body, size_t len);
+void ipc_snapshot_abort(struct stereod *d, struct http_conn *c, const char *body, size_t len);
+void ipc_restored(struct stereod *d, struct http_conn *c, const char *body, size_t len);
+void ipc_metrics(struct stereod *d, struct http_conn *c, const char *body, size_t len);
+
 /* ---- shared between snapshot.c, restore.c and metrics.c ---------------------------------- */
 #define SNAP_MAX_FREEZE 16
 
