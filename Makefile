@@ -155,8 +155,10 @@ distclean: clean
 	defconfig menuconfig oldconfig olddefconfig savedefconfig allnoconfig
 
 # ---- guest image and VM (rootfs/) ---------------------------------------------------
+kernel: deps
+	@sh rootfs/kernel.sh
 rootfs: deps stereo
 	@sh rootfs/build.sh
 vm: rootfs
 	@sh rootfs/vm.sh
-.PHONY: rootfs vm
+.PHONY: kernel rootfs vm
