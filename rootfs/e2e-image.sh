@@ -1,0 +1,20 @@
+# e2e-image.sh - sourced by build.sh --test: adds the end-to-end probe (rootfs/e2e-probe.c,
+# static) and the service files that run it next to stereod. Only test images get this.
+probe=$top/build/rootfs/e2e-probe
+if [ ! -x "$probe" ] || [ "$top/rootfs/e2e-probe.c" -nt "$probe" ]; then
+	${CC:-cc} -static -O2 -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -s \
+		-o "$probe" "$top/rootfs/e2e-probe.c" || fail "building the e2e probe failed"
+fi
+cp "$probe" "$stage/bin/e2e-probe"
+mkdir -p "$stage/mnt/e2e"
+cat > "$stage/etc/stereos/services/stereod.conf" <<'CONF'
+# the built-in default, written out because another service is configured
+exec=/bin/stereod
+restart=always
+CONF
+cat > "$stage/etc/stereos/services/e2e-probe.conf" <<'CONF'
+# test image only: copies secrets, keys and config into the 9p share mounted at /mnt/e2e
+exec=/bin/e2e-probe /mnt/e2e
+restart=always
+CONF
+chmod 0644 "$stage"/etc/stereos/services/*.conf
