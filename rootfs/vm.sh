@@ -1,0 +1,90 @@
+#!/bin/sh
+# vm.sh - `make vm`: boot the rootfs under QEMU with Debian's generic kernel, booted as an
+# uncompressed vmlinux through its PVH entry on q35 (TCG; KVM when it really works here).
+# The guest's control port 1024 is forwarded to 127.0.0.1:PORT only (user networking with
+# restrict=on: the guest reaches nothing outside), and DIR is shared over virtio-9p with the
+# mount tag TAG. With -no-reboot a guest poweroff or reboot ends QEMU (exit 0).
+# The script ends by exec'ing QEMU, so `vm.sh ... &` gives QEMU's PID in $!.
+#
+# usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE]
+#              [--append ARGS] [--mem MIB]
+#   --image   initramfs (default build/rootfs/initramfs.cpio.zst)
+#   --port    host loopback port forwarded to the guest's 1024 (default: a free one)
+#   --share   host directory shared over 9p (default build/vm/share), --tag its tag (share)
+#   --serial  file for the guest console (default: this terminal)
+#   --append  more kernel command line
+# Environment: STEREO_ACCEL=tcg|kvm forces the accelerator; KDIR the kernel cache;
+# STEREO_VM_CID (default 3) the guest CID when /dev/vhost-vsock exists.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+image=$top/build/rootfs/initramfs.cpio.zst
+port="" share=$top/build/vm/share tag=share serial="" append="" mem=256
+usage() {
+	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB]" >&2
+	exit 2
+}
+while [ $# -gt 0 ]; do
+	[ $# -ge 2 ] || usage
+	case $1 in
+	--image) image=$2 ;;
+	--port) port=$2 ;;
+	--share) share=$2 ;;
+	--tag) tag=$2 ;;
+	--serial) serial=$2 ;;
+	--append) append=$2 ;;
+	--mem) mem=$2 ;;
+	*) usage ;;
+	esac
+	shift 2
+done
+fail() { echo "vm: $*" >&2; exit 1; }
+
+kdir=${KDIR:-$top/build/kernel}
+[ -s "$kdir/vmlinux" ] || sh "$top/rootfs/kernel.sh"
+[ -s "$image" ] || fail "no image at $image (make rootfs)"
+command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 is not installed (make deps)"
+if [ -z "$port" ]; then
+	port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+fi
+mkdir -p "$share"
+
+# /dev/kvm can exist where KVM cannot run a guest (nested without VMX/SVM: QEMU then fails
+# with "KVM internal error"), so KVM is used only when the CPU also advertises it.
+accel=${STEREO_ACCEL:-}
+if [ -z "$accel" ]; then
+	accel=tcg
+	if [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
+		accel=kvm
+	fi
+fi
+cpu=""
+[ "$accel" = kvm ] && cpu="-cpu host"
+
+# QEMU's user network: the guest is 10.0.2.15/24, the gateway 10.0.2.2. init reads ip=.
+cmdline="console=ttyS0 quiet panic=-1 ip=10.0.2.15::10.0.2.2:255.255.255.0:stereo:eth0:off"
+[ -n "$append" ] && cmdline="$cmdline $append"
+
+vsock=""
+if [ -c /dev/vhost-vsock ] && [ -w /dev/vhost-vsock ]; then
+	vsock="-device vhost-vsock-pci,guest-cid=${STEREO_VM_CID:-3}"
+fi
+
+echo "vm: $accel, kernel $(cat "$kdir/release" 2>/dev/null), image $image ($(wc -c < "$image") bytes)" >&2
+echo "vm: reach the guest with: stereo-host --tcp 127.0.0.1:$port wait-ready" >&2
+[ -n "$vsock" ] && echo "vm: or over vsock: stereo-host --vsock ${STEREO_VM_CID:-3}:1024 wait-ready" >&2
+echo "vm: 9p share $share (tag $tag); a guest poweroff ends QEMU" >&2
+
+if [ -n "$serial" ]; then
+	console="-serial file:$serial"
+else
+	console="-serial stdio"
+fi
+# shellcheck disable=SC2086 # cpu, vsock and console are lists of words on purpose
+exec qemu-system-x86_64 -machine q35 -accel "$accel" $cpu -m "$mem" -smp 1 \
+	-nodefaults -no-reboot -display none $console \
+	-kernel "$kdir/vmlinux" -initrd "$image" -append "$cmdline" \
+	-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:1024" \
+	-device virtio-net-pci,netdev=n0,romfile= \
+	-fsdev "local,id=fs0,path=$share,security_model=none" \
+	-device "virtio-9p-pci,fsdev=fs0,mount_tag=$tag" \
+	$vsock
