@@ -38,8 +38,9 @@ spec=$stage.spec
 trap 'rm -rf "$stage" "$spec"' EXIT
 
 # --- the tree ------------------------------------------------------------------------------
-for d in bin dev proc sys run tmp mnt root home home/admin home/agent etc etc/stereos \
-	etc/stereos/services; do
+# No etc/stereos/services: without that directory init runs its built-in stereod service
+# (docs/init.md); an empty one would mean "no services".
+for d in bin dev proc sys run tmp mnt root home home/admin home/agent etc etc/stereos; do
 	mkdir -p "$stage/$d"
 done
 chmod 0755 "$stage"/*
@@ -85,7 +86,7 @@ if [ "$modules" = 1 ]; then
 	rel=$(cat "$kdir/release")
 	mdir=/lib/modules/$rel
 	mkdir -p "$stage$mdir"
-	: > "$stage/etc/stereos/modules"
+	printf '# %s (%s): loaded by init in this order\n' "$(cat "$kdir/pkg")" "$rel" > "$stage/etc/stereos/modules"
 	while read -r m; do
 		cp "$kdir/modules/$m.ko" "$stage$mdir/$m.ko"
 		echo "$mdir/$m.ko" >> "$stage/etc/stereos/modules"

@@ -6,10 +6,10 @@ if [ ! -x "$probe" ] || [ "$top/rootfs/e2e-probe.c" -nt "$probe" ]; then
 		-o "$probe" "$top/rootfs/e2e-probe.c" || fail "building the e2e probe failed"
 fi
 cp "$probe" "$stage/bin/e2e-probe"
-mkdir -p "$stage/mnt/e2e"
+mkdir -p "$stage/mnt/e2e" "$stage/etc/stereos/services"
 cat > "$stage/etc/stereos/services/stereod.conf" <<'CONF'
-# the built-in default, written out because another service is configured
-exec=/bin/stereod
+# init's built-in default, written out because a services directory replaces it
+exec=/bin/stereod --listen-mode auto
 restart=always
 CONF
 cat > "$stage/etc/stereos/services/e2e-probe.conf" <<'CONF'

@@ -66,7 +66,7 @@ static int put(const char *name, const void *data, size_t len, mode_t mode)
 {
 	char path[4096], tmp[4200];
 	snprintf(path, sizeof path, "%s/%s", dir, name);
-	snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;

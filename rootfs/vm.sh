@@ -7,20 +7,21 @@
 # The script ends by exec'ing QEMU, so `vm.sh ... &` gives QEMU's PID in $!.
 #
 # usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE]
-#              [--append ARGS] [--mem MIB]
+#              [--append ARGS] [--mem MIB] [--pidfile FILE]
 #   --image   initramfs (default build/rootfs/initramfs.cpio.zst)
 #   --port    host loopback port forwarded to the guest's 1024 (default: a free one)
 #   --share   host directory shared over 9p (default build/vm/share), --tag its tag (share)
 #   --serial  file for the guest console (default: this terminal)
 #   --append  more kernel command line
+#   --pidfile QEMU writes its PID there (for scripts that must kill it)
 # Environment: STEREO_ACCEL=tcg|kvm forces the accelerator; KDIR the kernel cache;
 # STEREO_VM_CID (default 3) the guest CID when /dev/vhost-vsock exists.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 image=$top/build/rootfs/initramfs.cpio.zst
-port="" share=$top/build/vm/share tag=share serial="" append="" mem=256
+port="" share=$top/build/vm/share tag=share serial="" append="" mem=256 pidfile=""
 usage() {
-	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB]" >&2
+	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB] [--pidfile FILE]" >&2
 	exit 2
 }
 while [ $# -gt 0 ]; do
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
 	--serial) serial=$2 ;;
 	--append) append=$2 ;;
 	--mem) mem=$2 ;;
+	--pidfile) pidfile=$2 ;;
 	*) usage ;;
 	esac
 	shift 2
@@ -79,7 +81,9 @@ if [ -n "$serial" ]; then
 else
 	console="-serial stdio"
 fi
-# shellcheck disable=SC2086 # cpu, vsock and console are lists of words on purpose
+extra=""
+[ -n "$pidfile" ] && extra="-pidfile $pidfile"
+# shellcheck disable=SC2086 # cpu, vsock, console and extra are lists of words on purpose
 exec qemu-system-x86_64 -machine q35 -accel "$accel" $cpu -m "$mem" -smp 1 \
 	-nodefaults -no-reboot -display none $console \
 	-kernel "$kdir/vmlinux" -initrd "$image" -append "$cmdline" \
@@ -87,4 +91,4 @@ exec qemu-system-x86_64 -machine q35 -accel "$accel" $cpu -m "$mem" -smp 1 \
 	-device virtio-net-pci,netdev=n0,romfile= \
 	-fsdev "local,id=fs0,path=$share,security_model=none" \
 	-device "virtio-9p-pci,fsdev=fs0,mount_tag=$tag" \
-	$vsock
+	$vsock $extra

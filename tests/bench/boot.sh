@@ -1,0 +1,72 @@
+#!/bin/sh
+# boot.sh - boot-to-ready of the production image under QEMU (QEMU start -> `stereo-host
+# wait-ready` returns), median of 3, and the image size with and without kernel modules.
+# Floor: the same QEMU and kernel with an initramfs whose PID 1 (floor-init.c) powers off at
+# once, from QEMU start until QEMU exits: the cost of firmware + kernel that no rootfs can
+# remove. Ours minus the floor is what the image adds (decompressing it, module loading,
+# network set-up, stereod start, the first reply through QEMU's forwarder).
+# Figures only; nothing is asserted (performance.md: target <= 3 s under TCG).
+set -eu
+top=${STEREO_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+bin=${STEREO_BIN:-$top/stereo}
+out=$top/build/bench/boot
+rm -rf "$out"
+mkdir -p "$out/share"
+runs=3
+pid=""
+cleanup() {
+	[ -n "$pid" ] && kill "$pid" 2>/dev/null
+	return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ms_now() { date +%s%N | cut -c1-13; }
+median() { sort -n | sed -n "$(( (runs + 1) / 2 ))p"; }
+
+sh "$top/rootfs/build.sh" -o "$out/image.cpio.zst" >/dev/null
+sh "$top/rootfs/build.sh" --no-modules -o "$out/bare.cpio.zst" >/dev/null
+kdir=${KDIR:-$top/build/kernel}
+
+# --- floor ------------------------------------------------------------------------------
+mkdir -p "$out/floor"
+${CC:-cc} -static -O2 -s -o "$out/floor/init" "$top/tests/bench/floor-init.c"
+sh "$top/rootfs/mkcpio.sh" "$out/floor" > "$out/floor.cpio"
+: > "$out/floor.txt"
+for _ in $(seq $runs); do
+	t0=$(ms_now)
+	qemu-system-x86_64 -machine q35 -accel tcg -m 256 -smp 1 -nodefaults -no-reboot \
+		-display none -serial "file:$out/floor.log" -kernel "$kdir/vmlinux" \
+		-initrd "$out/floor.cpio" -append "console=ttyS0 quiet panic=-1" \
+		-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0,romfile= \
+		</dev/null >/dev/null 2>&1
+	echo $(( $(ms_now) - t0 )) >> "$out/floor.txt"
+done
+floor=$(median < "$out/floor.txt")
+
+# --- ours -------------------------------------------------------------------------------
+: > "$out/ours.txt"
+for i in $(seq $runs); do
+	port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	rm -f "$out/qemu.pid"
+	t0=$(ms_now)
+	sh "$top/rootfs/vm.sh" --image "$out/image.cpio.zst" --port "$port" --share "$out/share" \
+		--serial "$out/serial.$i.log" --pidfile "$out/qemu.pid" </dev/null >/dev/null 2>&1 &
+	pid=$!
+	"$bin" stereo-host --tcp "127.0.0.1:$port" --timeout 200ms wait-ready --interval 20ms --timeout 60s >/dev/null
+	echo $(( $(ms_now) - t0 )) >> "$out/ours.txt"
+	"$bin" stereo-host --tcp "127.0.0.1:$port" shutdown bench >/dev/null || true
+	for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+	kill "$pid" 2>/dev/null || true   # still there after 10 s: the shutdown failed
+	wait "$pid" || true
+	pid=""
+done
+ours=$(median < "$out/ours.txt")
+
+img=$(wc -c < "$out/image.cpio.zst")
+bare=$(wc -c < "$out/bare.cpio.zst")
+echo "boot floor (QEMU + kernel + a PID 1 that powers off, median of $runs): $floor ms  [$(tr '\n' ' ' < "$out/floor.txt")]"
+echo "boot to ready (QEMU start -> wait-ready, median of $runs):      $ours ms  [$(tr '\n' ' ' < "$out/ours.txt")]"
+awk -v o="$ours" -v f="$floor" 'BEGIN { printf "ratio ours/floor: %.2f (the image adds %d ms; target: ready <= 3000 ms)\n", o / f, o - f }'
+echo "image without modules: $bare bytes ($(awk -v b="$bare" 'BEGIN { printf "%.3f", b / 1048576 }') MiB; target < 1 MiB)"
+echo "image with modules:    $img bytes ($(cat "$kdir/release"): $(wc -l < "$kdir/modules.order") modules)"
