@@ -1,0 +1,922 @@
+/* stereo-host.c - the host-side client of stereod: one NDJSON request per subcommand over
+ * AF_VSOCK or TCP, replies matched by "id" when the daemon supports it, lifecycle pushes
+ * skipped (or printed, by `events`). Mirrors the Go host client (seed 001) on the wire.
+ *
+ * Spec: shared/spec/protocol.md §1-4 and §8; design.md (exit codes, --json)
+ */
+/*
+APPLET(stereo-host)
+
+config STEREO_HOST
+	bool "stereo-host: host-side client for stereod (vsock or TCP)"
+	default y
+	help
+	  usage: stereo-host [--tcp HOST:PORT | --vsock CID[:PORT]] [--timeout DUR]
+	                     [--connect-timeout DUR] [--json] [--no-id] COMMAND [ARGS]
+
+	  Talk to stereod inside a guest over its NDJSON control plane.
+
+	  Commands:
+	    ping                         round trip; prints the time taken
+	    health [--json]              state, uptime and agents
+	    wait-ready [--interval 500ms] [--timeout 60s]
+	                                 poll until ready or healthy; fails on shutdown
+	    set-config FILE|-            send jcard.toml content
+	    secret set NAME [--mode 0600] [--from-file F | --from-env VAR]
+	                                 inject a secret; the value comes from F, from
+	                                 the variable VAR or from stdin, never argv
+	    ssh-key add USER KEYFILE|-   install an authorized key for USER
+	    mount TAG GUEST_PATH --type virtiofs|9p [--ro]
+	    shutdown [REASON]            ask the guest to power off
+	    events [--count N]           subscribe; print each lifecycle push as a
+	                                 JSON line until interrupted (or N pushes)
+	    hello                        protocol version and capabilities
+
+	  Address: --tcp HOST:PORT, --vsock CID[:PORT] (CID 3, port 1024 by default),
+	  or STEREO_HOST_ADDR (vsock://3:1024, tcp://127.0.0.1:1024). --show-addr
+	  prints the address that would be used and exits.
+
+	  --timeout DUR          per request (default 10s); after wait-ready it is the
+	                         overall deadline (default 60s)
+	  --connect-timeout DUR  default 10s
+	  --json                 machine-readable output; failures print
+	                         {"ok":false,"error":...} on stdout too
+	  --no-id                skip the hello and send requests exactly as the
+	                         upstream Go client does
+
+	  Exit codes: 0 ok, 1 the guest said no (its error is printed), 2 usage,
+	  3 cannot connect, connection lost or timed out.
+*/
+#include "common/stereo.h"
+#include "applets/cli.h"
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_TIMEOUT_MS 10000
+#define WAIT_READY_TIMEOUT_MS 60000
+#define WAIT_READY_INTERVAL_MS 500
+#define MAX_INPUT (NDJSON_MAX_LINE - 4096)   /* leaves room for the envelope */
+#define MAX_KEY 16384
+
+/* ---- options ---------------------------------------------------------------------------- */
+enum {
+	OPT_TCP = 0x100, OPT_VSOCK, OPT_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_NO_ID, OPT_SHOW_ADDR,
+};
+
+struct opts {
+	/* global */
+	bool vsock;
+	char tcp[300];
+	unsigned cid, port;
+	int timeout_ms, connect_timeout_ms;
+	bool json, no_id, show_addr;
+	/* per command */
+	long long wait_ms, interval_ms;
+	long long mode;
+	const char *from_file, *from_env, *fs_type;
+	bool ro;
+	long long count;
+};
+
+static struct opts o;
+
+/* ---- addresses ------------------------------------------------------------------------- */
+static int parse_u32(const char *s, size_t n, unsigned *out)
+{
+	if (!n || n > 10)
+		return -1;
+	unsigned long long v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v > 0xffffffffULL)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* "CID" or "CID:PORT" */
+static int parse_vsock(const char *s, char *err)
+{
+	const char *colon = strchr(s, ':');
+	size_t cl = colon ? (size_t)(colon - s) : strlen(s);
+	unsigned port = VSOCK_DEFAULT_PORT;
+	if (parse_u32(s, cl, &o.cid) || (colon && parse_u32(colon + 1, strlen(colon + 1), &port)))
+		return errf(err, "bad vsock address '%s' (want CID or CID:PORT)", s);
+	o.port = port;
+	o.vsock = true;
+	return 0;
+}
+
+static int parse_tcp(const char *s, char *err)
+{
+	const char *colon = strrchr(s, ':');
+	unsigned port;
+	if (!colon || colon == s || parse_u32(colon + 1, strlen(colon + 1), &port) || port > 65535 ||
+	    !port)
+		return errf(err, "bad TCP address '%s' (want HOST:PORT)", s);
+	if (strlen(s) >= sizeof o.tcp)
+		return errf(err, "TCP address '%s' is too long", s);
+	strcpy(o.tcp, s);
+	o.vsock = false;
+	return 0;
+}
+
+/* STEREO_HOST_ADDR: vsock://CID[:PORT] or tcp://HOST:PORT */
+static int parse_addr_url(const char *s, char *err)
+{
+	if (!strncmp(s, "vsock://", 8))
+		return parse_vsock(s + 8, err);
+	if (!strncmp(s, "tcp://", 6))
+		return parse_tcp(s + 6, err);
+	return errf(err, "bad STEREO_HOST_ADDR '%s' (want vsock://CID:PORT or tcp://HOST:PORT)", s);
+}
+
+static void addr_str(char *out, size_t n)
+{
+	if (o.vsock)
+		snprintf(out, n, "vsock://%u:%u", o.cid, o.port);
+	else
+		snprintf(out, n, "tcp://%s", o.tcp);
+}
+
+static int host_fail(int code, const char *cmd, const char *msg)
+{
+	return cli_fail(o.json, code, cmd, msg);
+}
+
+/* ---- the wire form ------------------------------------------------------------------ */
+/* Go's encoding/json string form (HTML-safe escapes, \ufffd for invalid UTF-8), so requests
+ * are byte for byte what the upstream client sends. */
+static void go_quote(struct buf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	buf_putc(b, '"');
+	for (size_t i = 0; i < n;) {
+		unsigned char c = s[i];
+		if (c >= 0x80) {
+			uint32_t cp;
+			size_t len = cli_utf8_seq(s, n, i, &cp);
+			if (!len)
+				buf_puts(b, "\\ufffd");
+			else if (cp == 0x2028 || cp == 0x2029)
+				buf_printf(b, "\\u%04x", (unsigned)cp);
+			else
+				buf_append(b, s + i, len);
+			i += len ? len : 1;
+			continue;
+		}
+		switch (c) {
+		case '"': buf_puts(b, "\\\""); break;
+		case '\\': buf_puts(b, "\\\\"); break;
+		case '\n': buf_puts(b, "\\n"); break;
+		case '\r': buf_puts(b, "\\r"); break;
+		case '\t': buf_puts(b, "\\t"); break;
+		case '\b': buf_puts(b, "\\b"); break;
+		case '\f': buf_puts(b, "\\f"); break;
+		case '<': case '>': case '&':
+			buf_printf(b, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
+			break;
+		default:
+			if (c < 0x20) {
+				char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+				buf_append(b, u, 6);
+			} else {
+				buf_putc(b, c);
+			}
+		}
+		i++;
+	}
+	buf_putc(b, '"');
+}
+
+static void kq(struct buf *b, const char *key, const char *v, size_t n, bool first)
+{
+	buf_printf(b, "%s\"%s\":", first ? "" : ",", key);
+	go_quote(b, v, n);
+}
+
+/* ---- the connection ------------------------------------------------------------------- */
+/* One reply line, parsed; the struct json borrows line. */
+struct reply {
+	struct buf line;
+	struct json j;
+	int payload;                 /* token or -1 */
+	char type[64];
+};
+
+struct conn {
+	int fd;
+	struct ndjson in;
+	bool ids;                     /* the daemon answered hello: it echoes "id" */
+	unsigned long long next_id;
+	struct buf hello;             /* the hello reply line, when there was one */
+	bool (*on_push)(const struct reply *r);   /* events: print pushes; false = stop */
+	bool stop;
+};
+
+static void reply_free(struct reply *r)
+{
+	if (r->j.tok)
+		json_free(&r->j);
+	buf_free(&r->line);
+	memset(r, 0, sizeof *r);
+}
+
+static void conn_close(struct conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	ndjson_free(&c->in);
+	buf_free(&c->hello);
+	c->ids = false;
+}
+
+/* Transport-level result codes of the request functions. */
+enum { RC_OK = 0, RC_NO = EXIT_FAIL, RC_CONN = EXIT_CONN };
+
+/* Fill err and return code: "return seterr(err, RC_NO, ...)". */
+static int seterr(char *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, ERRBUF, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* Wait for the reply to the request with id `id` (0 = none: the next non-push line).
+ * Lifecycle pushes go to on_push or are skipped; with ids, lines for other ids are skipped. */
+static int read_reply(struct conn *c, unsigned long long id, int64_t deadline, struct reply *r,
+		      char *err)
+{
+	for (;;) {
+		char *line;
+		size_t len;
+		int got = ndjson_line(&c->in, &line, &len);
+		if (got == -EMSGSIZE)
+			return seterr(err, RC_NO, "reply longer than %d bytes", NDJSON_MAX_LINE);
+		if (got == 0) {
+			int left = deadline < 0 ? -1 : (int)(deadline - now_ms());
+			if (deadline >= 0 && left <= 0)
+				return seterr(err, RC_CONN, "timed out waiting for a reply");
+			int w = fd_wait(c->fd, POLLIN, left);
+			if (w == 0)
+				continue;
+			ssize_t n = w < 0 ? w : ndjson_fill(&c->in, c->fd);
+			if (n == -EINTR || n == -EAGAIN)
+				continue;
+			if (n == -EMSGSIZE)
+				return seterr(err, RC_NO, "reply longer than %d bytes", NDJSON_MAX_LINE);
+			if (n < 0)
+				return seterr(err, RC_CONN, "reading: %s", strerror((int)-n));
+			if (n == 0)
+				return seterr(err, RC_CONN, "connection closed by the guest");
+			continue;
+		}
+		size_t k = 0;
+		while (k < len && strchr(" \t\r", line[k]))
+			k++;
+		if (k == len)
+			continue;            /* empty lines are ignored (§1) */
+		reply_free(r);
+		buf_append(&r->line, line, len);
+		char jerr[ERRBUF];
+		if (json_parse(&r->j, r->line.p, r->line.len, true, jerr))
+			return seterr(err, RC_NO, "malformed reply: %s", jerr);
+		if (cli_json_str(&r->j, 0, "type", r->type, sizeof r->type))
+			return seterr(err, RC_NO, "reply without a type");
+		r->payload = json_get(&r->j, 0, "payload");
+		if (!strcmp(r->type, "lifecycle")) {
+			if (c->on_push && !c->on_push(r)) {
+				c->stop = true;
+				return RC_OK;
+			}
+			continue;
+		}
+		if (id) {
+			int t = json_get(&r->j, 0, "id");
+			uint64_t got_id;
+			if (t < 0 || json_u64(&r->j, t, &got_id) || got_id != id)
+				continue;   /* not ours: an unsolicited message */
+		}
+		return RC_OK;
+	}
+}
+
+/* Send {"type":T[,"payload":P][,"id":N]} and read its reply. The line is wiped afterwards
+ * (it may hold a secret). */
+static int request(struct conn *c, const char *type, const struct buf *payload, int use_id,
+		   struct reply *r, char *err)
+{
+	unsigned long long id = use_id && c->ids ? ++c->next_id : 0;
+	struct buf line = {0};
+	buf_reserve(&line, (payload ? payload->len : 0) + strlen(type) * 6 + 64);   /* no realloc */
+	buf_puts(&line, "{\"type\":");
+	go_quote(&line, type, strlen(type));
+	if (payload && payload->len) {
+		buf_puts(&line, ",\"payload\":");
+		buf_append(&line, payload->p, payload->len);
+	}
+	if (id)
+		buf_printf(&line, ",\"id\":%llu", id);
+	buf_puts(&line, "}\n");
+	int64_t deadline = now_ms() + o.timeout_ms;
+	int rc = RC_OK;
+	if (write_all(c->fd, line.p, line.len))   /* SO_SNDTIMEO bounds it: EAGAIN = timed out */
+		rc = seterr(err, RC_CONN, "sending %s: %s", type,
+			  errno == EAGAIN ? "timed out" : strerror(errno));
+	buf_wipe(&line);
+	if (rc)
+		return rc;
+	return read_reply(c, id, deadline, r, err);
+}
+
+/* Connect and, unless --no-id, learn whether the daemon speaks our extensions: stereod answers
+ * hello; upstream stereosd answers an ack "unknown message type" and gets plain requests. */
+static int conn_open(struct conn *c, int connect_timeout_ms, char *err)
+{
+	char what[340];
+	addr_str(what, sizeof what);
+	bool to;
+	char e[ERRBUF];
+	c->fd = o.vsock ? sock_connect_vsock(o.cid, o.port, connect_timeout_ms, &to, e)
+			: sock_connect_tcp(o.tcp, connect_timeout_ms, &to, e);
+	if (c->fd < 0)
+		return seterr(err, RC_CONN, "%s", e);
+	ndjson_init(&c->in, NDJSON_MAX_LINE);
+	/* a guest that stops reading must not block a send forever */
+	struct timeval tv = {.tv_sec = o.timeout_ms / 1000, .tv_usec = (o.timeout_ms % 1000) * 1000};
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	if (o.no_id)
+		return RC_OK;
+	struct reply r = {0};
+	int rc = request(c, "hello", NULL, 0, &r, err);
+	if (!rc && !strcmp(r.type, "hello")) {
+		buf_append(&c->hello, r.line.p, r.line.len);
+		int caps = r.payload >= 0 ? json_get(&r.j, r.payload, "capabilities") : -1;
+		for (int i = 0, t; caps >= 0 && (t = json_array_item(&r.j, caps, i)) >= 0; i++)
+			if (json_kind(&r.j, t) == JSON_STRING && r.j.tok[t].end - r.j.tok[t].start == 2 &&
+			    !memcmp(r.line.p + r.j.tok[t].start, "id", 2))
+				c->ids = true;
+	}
+	reply_free(&r);
+	return rc;
+}
+
+/* An ack for `type`: ok -> RC_OK; ok:false -> RC_NO with the guest's error. */
+static int check_ack(const struct reply *r, const char *type, char *err)
+{
+	if (strcmp(r->type, "ack"))
+		return seterr(err, RC_NO, "unexpected reply type '%s' to %s", r->type, type);
+	char reply_to[64], gerr[ERRBUF];
+	int okt = r->payload >= 0 ? json_get(&r->j, r->payload, "ok") : -1;
+	bool ok = false;
+	if (okt < 0 || json_bool(&r->j, okt, &ok))
+		return seterr(err, RC_NO, "ack without ok");
+	cli_json_str(&r->j, r->payload, "reply_to", reply_to, sizeof reply_to);
+	if (!ok) {
+		if (cli_json_str(&r->j, r->payload, "error", gerr, sizeof gerr) || !*gerr)
+			snprintf(gerr, sizeof gerr, "refused");
+		return seterr(err, RC_NO, "%s", gerr);
+	}
+	if (strcmp(reply_to, type))
+		return seterr(err, RC_NO, "ack for '%s' while waiting for %s", reply_to, type);
+	return RC_OK;
+}
+
+/* Connect, send one request expecting an ack, print {"ok":true,...} with --json. */
+static int simple_ack(const char *cmd, const char *type, struct buf *payload, bool wipe)
+{
+	struct conn c = {.fd = -1};
+	struct reply r = {0};
+	char err[ERRBUF];
+	int rc = conn_open(&c, o.connect_timeout_ms, err);
+	if (!rc)
+		rc = request(&c, type, payload, 1, &r, err);
+	if (wipe)
+		buf_wipe(payload);
+	else
+		buf_free(payload);
+	if (!rc)
+		rc = check_ack(&r, type, err);
+	reply_free(&r);
+	conn_close(&c);
+	if (rc)
+		return host_fail(rc, cmd, err);
+	if (o.json)
+		printf("{\"ok\":true,\"reply_to\":\"%s\"}\n", type);
+	return EXIT_OK;
+}
+
+/* ---- commands ------------------------------------------------------------------------- */
+static int cmd_ping(int argc, char **argv)
+{
+	struct conn c = {.fd = -1};
+	struct reply r = {0};
+	char err[ERRBUF];
+	int rc = conn_open(&c, o.connect_timeout_ms, err);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (!rc)
+		rc = request(&c, "ping", NULL, 1, &r, err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (!rc && strcmp(r.type, "pong"))
+		rc = seterr(err, RC_NO, "unexpected reply type '%s' to ping", r.type);
+	reply_free(&r);
+	conn_close(&c);
+	if (rc)
+		return host_fail(rc, "ping", err);
+	long long us = (t1.tv_sec - t0.tv_sec) * 1000000LL + (t1.tv_nsec - t0.tv_nsec) / 1000;
+	char a[340];
+	addr_str(a, sizeof a);
+	if (o.json)
+		printf("{\"ok\":true,\"rtt_us\":%lld}\n", us);
+	else
+		printf("pong from %s in %.3f ms\n", a, us / 1000.0);
+	return EXIT_OK;
+}
+
+static void print_health_text(const struct json *j, int p)
+{
+	char state[64];
+	cli_json_str(j, p, "state", state, sizeof state);
+	uint64_t up = 0;
+	int t = json_get(j, p, "uptime_seconds");
+	if (t >= 0)
+		json_u64(j, t, &up);
+	printf("state: %s\nuptime: %llus\n", state, (unsigned long long)up);
+	cli_print_agents(j, json_get(j, p, "agents"));
+}
+
+static int get_health(struct conn *c, struct reply *r, char *err)
+{
+	int rc = request(c, "get_health", NULL, 1, r, err);
+	if (!rc && (strcmp(r->type, "health") || r->payload < 0 ||
+		    json_kind(&r->j, r->payload) != JSON_OBJECT))
+		rc = seterr(err, RC_NO, "unexpected reply type '%s' to get_health", r->type);
+	return rc;
+}
+
+static int cmd_health(int argc, char **argv)
+{
+	struct conn c = {.fd = -1};
+	struct reply r = {0};
+	char err[ERRBUF];
+	int rc = conn_open(&c, o.connect_timeout_ms, err);
+	if (!rc)
+		rc = get_health(&c, &r, err);
+	if (!rc) {
+		if (o.json)
+			cli_print_token(&r.j, r.payload);
+		else
+			print_health_text(&r.j, r.payload);
+	}
+	reply_free(&r);
+	conn_close(&c);
+	return rc ? host_fail(rc, "health", err) : EXIT_OK;
+}
+
+static void sleep_ms(long long ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* WaitForReady: poll get_health until ready or healthy; shutdown fails; errors are retried. */
+static int cmd_wait_ready(int argc, char **argv)
+{
+	int64_t deadline = now_ms() + o.wait_ms;
+	struct conn c = {.fd = -1};
+	char err[ERRBUF] = "", last[ERRBUF] = "no answer yet";
+	int saved_timeout = o.timeout_ms;
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		if (left <= 0)
+			break;
+		o.timeout_ms = (int)(left < saved_timeout ? left : saved_timeout);
+		int rc = c.fd >= 0 ? RC_OK
+				   : conn_open(&c, (int)(left < o.connect_timeout_ms ? left
+											: o.connect_timeout_ms), err);
+		struct reply r = {0};
+		if (!rc)
+			rc = get_health(&c, &r, err);
+		if (!rc) {
+			char state[64];
+			cli_json_str(&r.j, r.payload, "state", state, sizeof state);
+			if (!strcmp(state, "ready") || !strcmp(state, "healthy")) {
+				if (o.json)
+					cli_print_token(&r.j, r.payload);
+				else
+					printf("%s\n", state);
+				reply_free(&r);
+				conn_close(&c);
+				return EXIT_OK;
+			}
+			if (!strcmp(state, "shutdown")) {
+				reply_free(&r);
+				conn_close(&c);
+				return host_fail(EXIT_FAIL, "wait-ready", "the guest is shutting down");
+			}
+			snprintf(last, sizeof last, "state %s", state);
+		} else {
+			snprintf(last, sizeof last, "%s", err);
+			conn_close(&c);   /* a broken or confused connection is not reused */
+		}
+		reply_free(&r);
+		left = deadline - now_ms();
+		if (left <= 0)
+			break;
+		sleep_ms(left < o.interval_ms ? left : o.interval_ms);
+	}
+	conn_close(&c);
+	o.timeout_ms = saved_timeout;
+	char msg[2 * ERRBUF];
+	snprintf(msg, sizeof msg, "not ready after %.3gs (last: %s)", o.wait_ms / 1000.0, last);
+	return host_fail(EXIT_CONN, "wait-ready", msg);
+}
+
+static int cmd_set_config(int argc, char **argv)
+{
+	struct buf content = {0}, p = {0};
+	char err[ERRBUF];
+	if (cli_read_input(argv[0], &content, MAX_INPUT, err)) {
+		buf_free(&content);
+		return host_fail(EXIT_FAIL, "set-config", err);
+	}
+	buf_putc(&p, '{');
+	kq(&p, "content", content.p ? content.p : "", content.len, true);
+	buf_putc(&p, '}');
+	buf_free(&content);
+	return simple_ack("set-config", "set_config", &p, false);
+}
+
+static int cmd_secret_set(int argc, char **argv)
+{
+	const char *name = argv[0];
+	char err[ERRBUF];
+	struct buf v = {0}, p = {0};
+	/* the value must not end up in a core dump either */
+	prctl(PR_SET_DUMPABLE, 0);
+	if (o.from_env) {
+		char *e = getenv(o.from_env);
+		if (!e)
+			return host_fail(EXIT_USAGE, "secret set", "the variable named by --from-env is not set");
+		size_t n = strlen(e);
+		buf_reserve(&v, n + 1);
+		buf_append(&v, e, n);
+		/* wipe it in place: /proc/PID/environ reads this memory */
+		explicit_bzero(e, n);
+	} else if (!o.from_file && isatty(0)) {
+		return host_fail(EXIT_USAGE, "secret set", "refusing to read a secret from a terminal: pipe it in, or use --from-file or --from-env");
+	} else if (cli_read_input(o.from_file ? o.from_file : "-", &v, MAX_INPUT, err)) {
+		buf_wipe(&v);
+		return host_fail(EXIT_FAIL, "secret set", err);
+	}
+	if (!cli_utf8_valid(v.p ? v.p : "", v.len)) {
+		buf_wipe(&v);
+		return host_fail(EXIT_FAIL, "secret set", "the value is not valid UTF-8 (JSON strings cannot carry it)");
+	}
+	buf_reserve(&p, v.len * 6 + strlen(name) * 6 + 64);   /* no realloc: no stray copies */
+	buf_putc(&p, '{');
+	kq(&p, "name", name, strlen(name), true);
+	kq(&p, "value", v.p ? v.p : "", v.len, false);
+	if (o.mode)
+		buf_printf(&p, ",\"mode\":%lld", o.mode);
+	buf_putc(&p, '}');
+	buf_wipe(&v);
+	return simple_ack("secret set", "inject_secret", &p, true);
+}
+
+static int cmd_ssh_key_add(int argc, char **argv)
+{
+	struct buf key = {0}, p = {0};
+	char err[ERRBUF];
+	if (cli_read_input(argv[1], &key, MAX_KEY, err)) {
+		buf_free(&key);
+		return host_fail(EXIT_FAIL, "ssh-key add", err);
+	}
+	while (key.len && strchr(" \t\r\n", key.p[key.len - 1]))
+		key.len--;
+	if (!key.len) {
+		buf_free(&key);
+		return host_fail(EXIT_FAIL, "ssh-key add", "the key is empty");
+	}
+	buf_putc(&p, '{');
+	kq(&p, "user", argv[0], strlen(argv[0]), true);
+	kq(&p, "public_key", key.p, key.len, false);
+	buf_putc(&p, '}');
+	buf_free(&key);
+	return simple_ack("ssh-key add", "inject_ssh_key", &p, false);
+}
+
+static int cmd_mount(int argc, char **argv)
+{
+	struct buf p = {0};
+	buf_putc(&p, '{');
+	kq(&p, "tag", argv[0], strlen(argv[0]), true);
+	kq(&p, "guest_path", argv[1], strlen(argv[1]), false);
+	kq(&p, "fs_type", o.fs_type, strlen(o.fs_type), false);
+	if (o.ro)
+		buf_puts(&p, ",\"read_only\":true");
+	buf_putc(&p, '}');
+	return simple_ack("mount", "mount", &p, false);
+}
+
+static int cmd_shutdown(int argc, char **argv)
+{
+	struct buf reason = {0}, p = {0};
+	for (int i = 0; i < argc; i++) {
+		if (i)
+			buf_putc(&reason, ' ');
+		buf_puts(&reason, argv[i]);
+	}
+	buf_putc(&p, '{');
+	if (reason.len)
+		kq(&p, "reason", reason.p, reason.len, true);
+	buf_putc(&p, '}');
+	buf_free(&reason);
+	return simple_ack("shutdown", "shutdown", &p, false);
+}
+
+static long long pushes_left;
+static char last_state[64];
+
+static bool print_push(const struct reply *r)
+{
+	cli_json_str(&r->j, r->payload, "state", last_state, sizeof last_state);
+	fwrite(r->line.p, 1, r->line.len, stdout);
+	putchar('\n');
+	if (fflush(stdout) || ferror(stdout))
+		return false;
+	return !(pushes_left > 0 && --pushes_left == 0);
+}
+
+static int cmd_events(int argc, char **argv)
+{
+	struct conn c = {.fd = -1};
+	struct reply r = {0};
+	char err[ERRBUF];
+	pushes_left = o.count;
+	int rc = conn_open(&c, o.connect_timeout_ms, err);
+	c.on_push = print_push;
+	if (!rc)
+		rc = request(&c, "subscribe", NULL, 1, &r, err);
+	if (!rc && !c.stop)
+		rc = check_ack(&r, "subscribe", err);
+	if (!rc && !c.stop) {
+		char a[340];
+		addr_str(a, sizeof a);
+		fprintf(stderr, "%s: events: subscribed to %s\n", prog, a);
+	}
+	/* then wait for pushes as long as it takes; an id nobody uses makes read_reply skip every
+	 * other line (without ids, an unexpected line simply ends up ignored here) */
+	while (!rc && !c.stop) {
+		reply_free(&r);
+		rc = read_reply(&c, c.ids ? ~0ULL : 0, -1, &r, err);
+	}
+	reply_free(&r);
+	conn_close(&c);
+	if (rc == RC_CONN && !strcmp(last_state, "shutdown"))
+		rc = RC_OK;   /* the guest went away after saying it would */
+	if (rc)
+		return host_fail(rc, "events", err);
+	return ferror(stdout) ? host_fail(EXIT_FAIL, "events", "writing to stdout failed") : EXIT_OK;
+}
+
+static int cmd_hello(int argc, char **argv)
+{
+	struct conn c = {.fd = -1};
+	char err[ERRBUF];
+	bool no_id = o.no_id;
+	o.no_id = false;   /* hello is the point here */
+	int rc = conn_open(&c, o.connect_timeout_ms, err);
+	o.no_id = no_id;
+	if (!rc && !c.hello.len)
+		rc = seterr(err, RC_NO, "the guest does not know hello (an upstream stereosd?)");
+	if (!rc) {
+		struct reply r = {0};
+		char e[ERRBUF];
+		if (json_parse(&r.j, c.hello.p, c.hello.len, true, e) == 0) {
+			r.payload = json_get(&r.j, 0, "payload");
+			if (r.payload >= 0 && o.json) {
+				const jsmntok_t *t = &r.j.tok[r.payload];
+				fwrite(c.hello.p + t->start, 1, t->end - t->start, stdout);
+				putchar('\n');
+			} else if (r.payload >= 0) {
+				char ver[128];
+				uint64_t proto = 0;
+				int t = json_get(&r.j, r.payload, "proto");
+				if (t >= 0)
+					json_u64(&r.j, t, &proto);
+				cli_json_str(&r.j, r.payload, "version", ver, sizeof ver);
+				printf("proto: %llu\nversion: ", (unsigned long long)proto);
+				cli_put_safe(stdout, ver, strlen(ver));
+				printf("\ncapabilities:");
+				int caps = json_get(&r.j, r.payload, "capabilities");
+				for (int i = 0, a; caps >= 0 && (a = json_array_item(&r.j, caps, i)) >= 0; i++) {
+					struct buf s = {0};
+					if (!json_str(&r.j, a, &s, JSON_STR_NO_NUL, NULL)) {
+						putchar(' ');
+						cli_put_safe(stdout, buf_cstr(&s), s.len);
+					}
+					buf_free(&s);
+				}
+				putchar('\n');
+			}
+			json_free(&r.j);
+		}
+	}
+	conn_close(&c);
+	return rc ? host_fail(rc, "hello", err) : EXIT_OK;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------- */
+/* Option letters a command accepts after its name besides --json and --timeout: i --interval,
+ * m --mode, f --from-file, e --from-env, t --type, r --ro, c --count. */
+static const struct cmd {
+	const char *name, *sub;
+	int (*run)(int argc, char **argv);
+	const char *opts;
+	int min_args, max_args;
+	const char *args;
+} cmds[] = {
+	{"ping", NULL, cmd_ping, "", 0, 0, ""},
+	{"health", NULL, cmd_health, "", 0, 0, "[--json]"},
+	{"wait-ready", NULL, cmd_wait_ready, "i", 0, 0, "[--interval 500ms] [--timeout 60s]"},
+	{"set-config", NULL, cmd_set_config, "", 1, 1, "FILE|-"},
+	{"secret", "set", cmd_secret_set, "mfe", 1, 1, "NAME [--mode 0600] [--from-file F | --from-env VAR]"},
+	{"ssh-key", "add", cmd_ssh_key_add, "", 2, 2, "USER KEYFILE|-"},
+	{"mount", NULL, cmd_mount, "tr", 2, 2, "TAG GUEST_PATH --type virtiofs|9p [--ro]"},
+	{"shutdown", NULL, cmd_shutdown, "", 0, 64, "[REASON]"},
+	{"events", NULL, cmd_events, "c", 0, 0, "[--count N]"},
+	{"hello", NULL, cmd_hello, "", 0, 0, ""},
+};
+
+static const struct option global_opts[] = {
+	{"tcp", required_argument, NULL, OPT_TCP},
+	{"vsock", required_argument, NULL, OPT_VSOCK},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+	{"json", no_argument, NULL, 'j'},
+	{"no-id", no_argument, NULL, OPT_NO_ID},
+	{"show-addr", no_argument, NULL, OPT_SHOW_ADDR},
+	{0},
+};
+
+static const struct option cmd_opts[] = {
+	{"json", no_argument, NULL, 'j'},
+	{"interval", required_argument, NULL, 'i'},
+	{"timeout", required_argument, NULL, 'T'},
+	{"mode", required_argument, NULL, 'm'},
+	{"from-file", required_argument, NULL, 'f'},
+	{"from-env", required_argument, NULL, 'e'},
+	{"type", required_argument, NULL, 't'},
+	{"ro", no_argument, NULL, 'r'},
+	{"count", required_argument, NULL, 'c'},
+	{0},
+};
+
+static int duration(const char *opt, const char *s, long long *ms, bool zero_ok)
+{
+	if (parse_duration_ms(s, ms) || (!zero_ok && *ms <= 0) || *ms > INT32_MAX)
+		return usage_error("bad duration for --%s: '%s' (like 500ms, 10s, 2m)", opt, s);
+	return 0;
+}
+
+static int parse_cmd_opts(const struct cmd *cmd, int argc, char **argv)
+{
+	optind = 0;   /* GNU getopt: full re-initialisation */
+	int c;
+	long long ms;
+	while ((c = getopt_long(argc, argv, ":", cmd_opts, NULL)) != -1) {
+		if (c == '?')
+			return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd->name);
+		if (c == ':')
+			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		if (c != 'j' && c != 'T' && !strchr(cmd->opts, c))
+			return usage_error("option '%s' is not valid for %s", argv[optind - 1], cmd->name);
+		char *end;
+		switch (c) {
+		case 'j': o.json = true; break;
+		case 'i': if (duration("interval", optarg, &o.interval_ms, false)) return EXIT_USAGE; break;
+		case 'T':   /* wait-ready: the overall deadline; elsewhere: per request */
+			if (duration("timeout", optarg, cmd->run == cmd_wait_ready ? &o.wait_ms : &ms, false))
+				return EXIT_USAGE;
+			if (cmd->run != cmd_wait_ready)
+				o.timeout_ms = (int)ms;
+			break;
+		case 'm':
+			errno = 0;
+			o.mode = strtoll(optarg, &end, 8);
+			if (errno || end == optarg || *end || o.mode < 0 || o.mode > 0777)
+				return usage_error("bad --mode '%s' (octal, at most 0777)", optarg);
+			break;
+		case 'f': o.from_file = optarg; break;
+		case 'e': o.from_env = optarg; break;
+		case 't':
+			if (strcmp(optarg, "virtiofs") && strcmp(optarg, "9p"))
+				return usage_error("bad --type '%s' (virtiofs or 9p)", optarg);
+			o.fs_type = optarg;
+			break;
+		case 'r': o.ro = true; break;
+		case 'c':
+			errno = 0;
+			o.count = strtoll(optarg, &end, 10);
+			if (errno || end == optarg || *end || o.count < 1)
+				return usage_error("bad --count '%s'", optarg);
+			break;
+		}
+	}
+	return 0;
+}
+
+int stereo_host_main(int argc, char **argv)
+{
+	o = (struct opts){.timeout_ms = DEFAULT_TIMEOUT_MS, .connect_timeout_ms = DEFAULT_TIMEOUT_MS,
+			  .wait_ms = WAIT_READY_TIMEOUT_MS, .interval_ms = WAIT_READY_INTERVAL_MS,
+			  .mode = 0600, .vsock = true, .cid = VSOCK_GUEST_CID,
+			  .port = VSOCK_DEFAULT_PORT};
+	signal(SIGPIPE, SIG_IGN);
+	char err[ERRBUF];
+	const char *env = getenv("STEREO_HOST_ADDR");
+	bool env_bad = env && *env && parse_addr_url(env, err);
+	if (env_bad)
+		return usage_error("%s", err);
+	int c;
+	long long ms;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "+:", global_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_TCP:
+			if (parse_tcp(optarg, err))
+				return usage_error("%s", err);
+			break;
+		case OPT_VSOCK:
+			if (parse_vsock(optarg, err))
+				return usage_error("%s", err);
+			break;
+		case OPT_TIMEOUT:
+			if (duration("timeout", optarg, &ms, false))
+				return EXIT_USAGE;
+			o.timeout_ms = (int)ms;
+			break;
+		case OPT_CONNECT_TIMEOUT:
+			if (duration("connect-timeout", optarg, &ms, false))
+				return EXIT_USAGE;
+			o.connect_timeout_ms = (int)ms;
+			break;
+		case 'j': o.json = true; break;
+		case OPT_NO_ID: o.no_id = true; break;
+		case OPT_SHOW_ADDR: o.show_addr = true; break;
+		case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
+		default: return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (o.show_addr) {
+		char a[340];
+		addr_str(a, sizeof a);
+		printf("%s\n", a);
+		return EXIT_OK;
+	}
+	if (optind >= argc)
+		return usage_error("missing COMMAND");
+	const char *name = argv[optind];
+	const char *sub = optind + 1 < argc ? argv[optind + 1] : NULL;
+	const struct cmd *cmd = NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(cmds) && !cmd; i++)
+		if (!strcmp(cmds[i].name, name) && (!cmds[i].sub || (sub && !strcmp(cmds[i].sub, sub))))
+			cmd = &cmds[i];
+	if (!cmd) {
+		for (size_t i = 0; i < ARRAY_SIZE(cmds); i++)
+			if (!strcmp(cmds[i].name, name))
+				return usage_error("usage: %s %s %s", name, cmds[i].sub, cmds[i].args);
+		return usage_error("unknown command '%s'", name);
+	}
+	/* the command's own argv: argv[0] is its name, options may follow the arguments */
+	int skip = cmd->sub ? 2 : 1;
+	int cargc = argc - optind - skip + 1;
+	char **cargv = argv + optind + skip - 1;
+	int rc = parse_cmd_opts(cmd, cargc, cargv);
+	if (rc)
+		return rc;
+	int nargs = cargc - optind;
+	if (nargs < cmd->min_args || nargs > cmd->max_args)
+		return usage_error("usage: %s%s%s %s", cmd->name, cmd->sub ? " " : "",
+				   cmd->sub ? cmd->sub : "", cmd->args);
+	if (cmd->run == cmd_mount && !o.fs_type)
+		return usage_error("mount needs --type virtiofs|9p");
+	if (o.from_file && o.from_env)
+		return usage_error("--from-file and --from-env exclude each other");
+	return cmd->run(nargs, cargv + optind);
+}
