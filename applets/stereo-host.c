@@ -31,6 +31,14 @@ config STEREO_HOST
 	    events [--count N]           subscribe; print each lifecycle push as a
 	                                 JSON line until interrupted (or N pushes)
 	    hello                        protocol version and capabilities
+	    snapshot-prepare [--freeze PATH]... [--drop-caches] [--thaw-after DUR]
+	                                 sync, run freeze hooks, FIFREEZE the PATHs,
+	                                 drop caches; thawed after DUR (30s) at the latest
+	    snapshot-abort               thaw now
+	    restored [--generation N] [--hostname H] [--machine-id ID] [--network F|-]
+	                                 after a restore: send this host's time and 64
+	                                 random bytes (and the rest), print each step
+	    metrics [--json]             cpu, memory, disk, load, pressure, generation
 
 	  Address: --tcp HOST:PORT, --vsock CID[:PORT] (CID 3, port 1024 by default),
 	  or STEREO_HOST_ADDR (vsock://3:1024, tcp://127.0.0.1:1024). --show-addr
@@ -54,6 +62,7 @@ config STEREO_HOST
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -82,6 +91,11 @@ struct opts {
 	const char *from_file, *from_env, *fs_type;
 	bool ro;
 	long long count;
+	const char *freeze[16];      /* snapshot-prepare */
+	int nfreeze;
+	bool drop_caches;
+	long long thaw_after_ms, generation;
+	const char *hostname, *machine_id, *network;
 };
 
 static struct opts o;
@@ -741,9 +755,166 @@ static int cmd_hello(int argc, char **argv)
 	return rc ? host_fail(rc, "hello", err) : EXIT_OK;
 }
 
+/* ---- snapshot commands (docs/snapshot.md) ------------------------------------------------ */
+/* Send type with payload; print the ack's steps (text) or its payload (--json). An ack with
+ * ok:false exits 1 after printing what was done. */
+static int snapshot_request(const char *cmd, const char *type, struct buf *payload)
+{
+	struct conn c = {.fd = -1};
+	struct reply r = {0};
+	char err[ERRBUF];
+	int rc = conn_open(&c, o.connect_timeout_ms, err);
+	if (!rc)
+		rc = request(&c, type, payload, 1, &r, err);
+	buf_wipe(payload);             /* restored carries entropy */
+	int ack = rc ? rc : check_ack(&r, type, err);
+	if ((!rc || ack == RC_NO) && r.payload >= 0 && !strcmp(r.type, "ack")) {
+		const jsmntok_t *t = &r.j.tok[r.payload];
+		int steps = json_get(&r.j, r.payload, "steps");
+		if (o.json) {
+			fwrite(r.line.p + t->start, 1, t->end - t->start, stdout);
+			putchar('\n');
+		}
+		for (int i = 0, s; !o.json && steps >= 0 && (s = json_array_item(&r.j, steps, i)) >= 0; i++) {
+			char name[64], what[300] = "", why[ERRBUF] = "";
+			bool ok = false;
+			int okt = json_get(&r.j, s, "ok");
+			if (okt >= 0)
+				json_bool(&r.j, okt, &ok);
+			cli_json_str(&r.j, s, "step", name, sizeof name);
+			if (cli_json_str(&r.j, s, "path", what, sizeof what))
+				cli_json_str(&r.j, s, "name", what, sizeof what);
+			cli_json_str(&r.j, s, "error", why, sizeof why);
+			printf("%-4s %s%s", ok ? "ok" : "FAIL", name, *what ? " " : "");
+			cli_put_safe(stdout, what, strlen(what));
+			if (*why) {
+				printf(": ");
+				cli_put_safe(stdout, why, strlen(why));
+			}
+			putchar('\n');
+		}
+	}
+	reply_free(&r);
+	conn_close(&c);
+	if (ack && !(o.json && ack == RC_NO))
+		return host_fail(ack, cmd, err);
+	return ack ? EXIT_FAIL : EXIT_OK;
+}
+
+static int cmd_snapshot_prepare(int argc, char **argv)
+{
+	struct buf p = {0};
+	buf_puts(&p, "{\"freeze\":[");
+	for (int i = 0; i < o.nfreeze; i++) {
+		if (i)
+			buf_putc(&p, ',');
+		go_quote(&p, o.freeze[i], strlen(o.freeze[i]));
+	}
+	buf_printf(&p, "],\"drop_caches\":%s", o.drop_caches ? "true" : "false");
+	if (o.thaw_after_ms)
+		buf_printf(&p, ",\"timeout_ms\":%lld", o.thaw_after_ms);
+	buf_putc(&p, '}');
+	return snapshot_request("snapshot-prepare", "snapshot_prepare", &p);
+}
+
+static int cmd_snapshot_abort(int argc, char **argv)
+{
+	struct buf p = {0};
+	return snapshot_request("snapshot-abort", "snapshot_abort", &p);
+}
+
+static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void b64_encode(struct buf *b, const unsigned char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = s[i] << 16 | (i + 1 < n ? s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
+		char q[4] = {b64_chars[v >> 18], b64_chars[v >> 12 & 63],
+			     i + 1 < n ? b64_chars[v >> 6 & 63] : '=', i + 2 < n ? b64_chars[v & 63] : '='};
+		buf_append(b, q, 4);
+	}
+}
+
+/* The host's wall clock and 64 bytes from getrandom: what a restored guest lacks. */
+static int cmd_restored(int argc, char **argv)
+{
+	unsigned char rnd[64];
+	struct timespec now;
+	struct buf p = {0}, net = {0};
+	char err[ERRBUF];
+	if (o.network && cli_read_input(o.network, &net, 65536, err))
+		return host_fail(EXIT_USAGE, "restored", err);
+	if (net.len && json_validate(net.p, net.len, err)) {
+		buf_free(&net);
+		return usage_error("--network: not JSON: %s", err);
+	}
+	if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+		buf_free(&net);
+		return host_fail(EXIT_FAIL, "restored", "getrandom failed");
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	buf_printf(&p, "{\"wall_clock_ns\":%lld,\"entropy_b64\":\"",
+		   (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
+	b64_encode(&p, rnd, sizeof rnd);
+	explicit_bzero(rnd, sizeof rnd);
+	buf_putc(&p, '"');
+	if (o.generation >= 0)
+		buf_printf(&p, ",\"generation\":%lld", o.generation);
+	if (o.hostname) {
+		buf_puts(&p, ",\"hostname\":");
+		go_quote(&p, o.hostname, strlen(o.hostname));
+	}
+	if (o.machine_id) {
+		buf_puts(&p, ",\"machine_id\":");
+		go_quote(&p, o.machine_id, strlen(o.machine_id));
+	}
+	if (net.len) {
+		/* valid JSON has newlines only between tokens: blanks keep the request one line */
+		for (size_t i = 0; i < net.len; i++)
+			if (net.p[i] == '\n' || net.p[i] == '\r')
+				net.p[i] = ' ';
+		buf_puts(&p, ",\"network\":");
+		buf_append(&p, net.p, net.len);
+	}
+	buf_putc(&p, '}');
+	buf_free(&net);
+	return snapshot_request("restored", "restored", &p);
+}
+
+static int cmd_metrics(int argc, char **argv)
+{
+	struct conn c = {.fd = -1};
+	struct reply r = {0};
+	char err[ERRBUF];
+	int rc = conn_open(&c, o.connect_timeout_ms, err);
+	if (!rc)
+		rc = request(&c, "get_metrics", NULL, 1, &r, err);
+	if (!rc && (strcmp(r.type, "metrics") || r.payload < 0 ||
+		    json_kind(&r.j, r.payload) != JSON_OBJECT))
+		rc = seterr(err, RC_NO, "unexpected reply type '%s' to get_metrics", r.type);
+	if (!rc && o.json) {
+		const jsmntok_t *t = &r.j.tok[r.payload];
+		fwrite(r.line.p + t->start, 1, t->end - t->start, stdout);
+		putchar('\n');
+	}
+	/* text: one "key: value" line per number (psi stays a JSON object) */
+	for (int t = r.payload + 1; !rc && !o.json && t < r.j.ntok && r.j.tok[t].start < r.j.tok[r.payload].end;
+	     t = json_next(&r.j, t + 1)) {
+		const jsmntok_t *k = &r.j.tok[t], *v = &r.j.tok[t + 1];
+		cli_put_safe(stdout, r.line.p + k->start, k->end - k->start);
+		printf(": ");
+		cli_put_safe(stdout, r.line.p + v->start, v->end - v->start);
+		putchar('\n');
+	}
+	reply_free(&r);
+	conn_close(&c);
+	return rc ? host_fail(rc, "metrics", err) : EXIT_OK;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------- */
 /* Option letters a command accepts after its name besides --json and --timeout: i --interval,
- * m --mode, f --from-file, e --from-env, t --type, r --ro, c --count. */
+ * m --mode, f --from-file, e --from-env, t --type, r --ro, c --count, F --freeze,
+ * D --drop-caches, W --thaw-after, g --generation, H --hostname, M --machine-id, N --network. */
 static const struct cmd {
 	const char *name, *sub;
 	int (*run)(int argc, char **argv);
@@ -761,6 +932,10 @@ static const struct cmd {
 	{"shutdown", NULL, cmd_shutdown, "", 0, 64, "[REASON]"},
 	{"events", NULL, cmd_events, "c", 0, 0, "[--count N]"},
 	{"hello", NULL, cmd_hello, "", 0, 0, ""},
+	{"snapshot-prepare", NULL, cmd_snapshot_prepare, "FDW", 0, 0, "[--freeze PATH]... [--drop-caches] [--thaw-after DUR]"},
+	{"snapshot-abort", NULL, cmd_snapshot_abort, "", 0, 0, ""},
+	{"restored", NULL, cmd_restored, "gHMN", 0, 0, "[--generation N] [--hostname H] [--machine-id ID] [--network FILE|-]"},
+	{"metrics", NULL, cmd_metrics, "", 0, 0, "[--json]"},
 };
 
 static const struct option global_opts[] = {
@@ -784,6 +959,13 @@ static const struct option cmd_opts[] = {
 	{"type", required_argument, NULL, 't'},
 	{"ro", no_argument, NULL, 'r'},
 	{"count", required_argument, NULL, 'c'},
+	{"freeze", required_argument, NULL, 'F'},
+	{"drop-caches", no_argument, NULL, 'D'},
+	{"thaw-after", required_argument, NULL, 'W'},
+	{"generation", required_argument, NULL, 'g'},
+	{"hostname", required_argument, NULL, 'H'},
+	{"machine-id", required_argument, NULL, 'M'},
+	{"network", required_argument, NULL, 'N'},
 	{0},
 };
 
@@ -836,6 +1018,25 @@ static int parse_cmd_opts(const struct cmd *cmd, int argc, char **argv)
 			if (errno || end == optarg || *end || o.count < 1)
 				return usage_error("bad --count '%s'", optarg);
 			break;
+		case 'F':
+			if (o.nfreeze == (int)ARRAY_SIZE(o.freeze))
+				return usage_error("at most %zu --freeze paths", ARRAY_SIZE(o.freeze));
+			o.freeze[o.nfreeze++] = optarg;
+			break;
+		case 'D': o.drop_caches = true; break;
+		case 'W':
+			if (duration("thaw-after", optarg, &o.thaw_after_ms, false))
+				return EXIT_USAGE;
+			break;
+		case 'g':
+			errno = 0;
+			o.generation = strtoll(optarg, &end, 10);
+			if (errno || end == optarg || *end || o.generation < 0)
+				return usage_error("bad --generation '%s'", optarg);
+			break;
+		case 'H': o.hostname = optarg; break;
+		case 'M': o.machine_id = optarg; break;
+		case 'N': o.network = optarg; break;
 		}
 	}
 	return 0;
@@ -845,7 +1046,7 @@ int stereo_host_main(int argc, char **argv)
 {
 	o = (struct opts){.timeout_ms = DEFAULT_TIMEOUT_MS, .connect_timeout_ms = DEFAULT_TIMEOUT_MS,
 			  .wait_ms = WAIT_READY_TIMEOUT_MS, .interval_ms = WAIT_READY_INTERVAL_MS,
-			  .mode = 0600, .vsock = true, .cid = VSOCK_GUEST_CID,
+			  .mode = 0600, .vsock = true, .generation = -1, .cid = VSOCK_GUEST_CID,
 			  .port = VSOCK_DEFAULT_PORT};
 	signal(SIGPIPE, SIG_IGN);
 	char err[ERRBUF];
