@@ -77,10 +77,23 @@ void set_hostname_from_file(const struct init_opts *o)
 	buf_free(&b);
 }
 
+/* /dev/kmsg rate-limits user space writes (printk.devkmsg=ratelimit, the default) to a burst
+ * of 10 per 5 s, which loses most of a boot's log; "on" unless the command line locked it. */
+static void kmsg_unlimited(void)
+{
+	int fd = open("/proc/sys/kernel/printk_devkmsg", O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (write(fd, "on\n", 3) != 3)
+			log_debug("printk_devkmsg stays as it is", "error=\"%s\"", strerror(errno));
+		close(fd);
+	}
+}
+
 void early_boot(const struct init_opts *o)
 {
 	mount_api_fs();
 	console();
+	kmsg_unlimited();
 	log_set_kmsg(true);
 	umask(022);
 	setsid();

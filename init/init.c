@@ -93,7 +93,7 @@ static void reload(struct ctx *c)
 	if (power_active())
 		return;
 	log_info("reloading services", "dir=%s", c->o->services_dir);
-	super_load(c->s, true);
+	super_load(c->s);
 }
 
 static void on_signal(struct loop *l, const struct signalfd_siginfo *si, void *ctx)
@@ -174,6 +174,16 @@ static void boot_network(const struct init_opts *o)
 	netcfg_free(nc);
 }
 
+/* PID 1 cannot go on and must not exit (the kernel would panic): power off. */
+static _Noreturn void emergency(const char *what)
+{
+	log_error("cannot run, powering off", "failed=\"%s\" error=\"%s\"", what, strerror(errno));
+	sync();
+	reboot(RB_POWER_OFF);
+	for (;;)
+		pause();
+}
+
 static int run_init(struct init_opts *o)
 {
 	setenv("STEREO_INIT", "1", 1);
@@ -184,8 +194,11 @@ static int run_init(struct init_opts *o)
 			 strerror(errno));
 	struct ctx c = {.o = o};
 	c.l = loop_new();
-	if (!c.l)
+	if (!c.l) {
+		if (o->system)
+			emergency("creating the event loop");
 		die_sys(EXIT_FAIL, "creating the event loop");
+	}
 	c.s = super_new(c.l, o);
 	int rc = core_signals(c.l, on_signal, &c);
 	if (rc)
@@ -195,7 +208,8 @@ static int run_init(struct init_opts *o)
 	modules_load(o->modules_file, o->root);
 	boot_network(o);
 	power_init(c.l, o, c.s);
-	super_load(c.s, false);
+	super_load(c.s);
+	status_write(o, c.s, "running");
 	char err[ERRBUF];
 	if (control_listen(c.l, o->control_path, c.s, on_control, &c, err))
 		log_error("control socket", "error=\"%s\"", err);
@@ -365,27 +379,31 @@ int init_main(int argc, char **argv)
 	bool dry = false, json = false, cmdline_set = false;
 	const char *ctl_cmd = NULL;
 	int c;
-	/* the kernel passes unknown boot parameters to init as arguments: ignore them as PID 1 */
+	/* The kernel passes unknown boot parameters to init as arguments, and PID 1 must not exit:
+	 * as PID 1 a bad option is reported and the default kept. */
 	opterr = !o.pid1;
+#define BAD(call)                                 \
+	do {                                      \
+		if ((call) && !o.pid1)            \
+			return EXIT_USAGE;        \
+	} while (0)
 	while ((c = getopt_long(argc, argv, "v", lo, NULL)) != -1) {
 		char *end;
 		switch (c) {
 		case O_ROOT:
-			if (set_path(o.root, optarg))
-				return EXIT_USAGE;
+			BAD(set_path(o.root, optarg));
 			if (!strcmp(o.root, "/"))
 				o.root[0] = 0;
 			else if (o.root[0] != '/')
-				return usage_error("--root must be an absolute path");
+				BAD(usage_error("--root must be an absolute path"));
 			break;
-		case O_SERVICES: if (set_path(o.services_dir, optarg)) return EXIT_USAGE; break;
-		case O_STATUS_FILE: if (set_path(o.status_file, optarg)) return EXIT_USAGE; break;
-		case O_CONTROL: if (set_path(o.control_path, optarg)) return EXIT_USAGE; break;
-		case O_NETWORK: if (set_path(o.network_file, optarg)) return EXIT_USAGE; break;
-		case O_MODULES: if (set_path(o.modules_file, optarg)) return EXIT_USAGE; break;
+		case O_SERVICES: BAD(set_path(o.services_dir, optarg)); break;
+		case O_STATUS_FILE: BAD(set_path(o.status_file, optarg)); break;
+		case O_CONTROL: BAD(set_path(o.control_path, optarg)); break;
+		case O_NETWORK: BAD(set_path(o.network_file, optarg)); break;
+		case O_MODULES: BAD(set_path(o.modules_file, optarg)); break;
 		case O_CMDLINE:
-			if (set_path(o.cmdline_file, optarg))
-				return EXIT_USAGE;
+			BAD(set_path(o.cmdline_file, optarg));
 			cmdline_set = true;
 			break;
 		case O_HALT:
@@ -394,20 +412,22 @@ int init_main(int argc, char **argv)
 			else if (!strcmp(optarg, "reboot"))
 				o.halt_cmd = RB_AUTOBOOT;
 			else
-				return usage_error("--halt: poweroff or reboot, not '%s'", optarg);
+				BAD(usage_error("--halt: poweroff or reboot, not '%s'", optarg));
 			break;
-		case O_BMIN: if (duration("backoff-min", optarg, &o.backoff_min_ms)) return EXIT_USAGE; break;
-		case O_BMAX: if (duration("backoff-max", optarg, &o.backoff_max_ms)) return EXIT_USAGE; break;
-		case O_STABLE: if (duration("stable", optarg, &o.stable_ms)) return EXIT_USAGE; break;
-		case O_STOPT: if (duration("stop-timeout", optarg, &o.stop_timeout_ms)) return EXIT_USAGE; break;
-		case O_READYT: if (duration("ready-timeout", optarg, &o.ready_timeout_ms)) return EXIT_USAGE; break;
+		case O_BMIN: BAD(duration("backoff-min", optarg, &o.backoff_min_ms)); break;
+		case O_BMAX: BAD(duration("backoff-max", optarg, &o.backoff_max_ms)); break;
+		case O_STABLE: BAD(duration("stable", optarg, &o.stable_ms)); break;
+		case O_STOPT: BAD(duration("stop-timeout", optarg, &o.stop_timeout_ms)); break;
+		case O_READYT: BAD(duration("ready-timeout", optarg, &o.ready_timeout_ms)); break;
 		case O_QUAR: {
 			long n = strtol(optarg, &end, 10);
+			long long w;
 			if (end == optarg || *end != '/' || n < 1 || n > CRASH_HIST ||
-			    parse_duration_ms(end + 1, &o.crash_window_ms))
-				return usage_error("--quarantine: N/WINDOW with N in 1..%d, e.g. 5/60s",
-						   CRASH_HIST);
-			o.crash_limit = n;
+			    parse_duration_ms(end + 1, &w))
+				BAD(usage_error("--quarantine: N/WINDOW with N in 1..%d, e.g. 5/60s",
+						CRASH_HIST));
+			else
+				o.crash_limit = n, o.crash_window_ms = w;
 			break;
 		}
 		case O_NET: mode = M_NET; break;
@@ -428,10 +448,15 @@ int init_main(int argc, char **argv)
 		ctl_arg = argv[optind++];
 	if (optind < argc && !o.pid1)
 		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (o.backoff_min_ms < 1 || o.backoff_max_ms < o.backoff_min_ms)
-		return usage_error("--backoff-min must be at least 1ms and at most --backoff-max");
-	if (o.stop_timeout_ms < 1)
-		return usage_error("--stop-timeout must be at least 1ms");
+	if (o.backoff_min_ms < 1 || o.backoff_max_ms < o.backoff_min_ms) {
+		BAD(usage_error("--backoff-min must be at least 1ms and at most --backoff-max"));
+		o.backoff_min_ms = 1000, o.backoff_max_ms = 30000;
+	}
+	if (o.stop_timeout_ms < 1) {
+		BAD(usage_error("--stop-timeout must be at least 1ms"));
+		o.stop_timeout_ms = 5000;
+	}
+#undef BAD
 	o.system = o.pid1 && !*o.root && mode == M_RUN;
 	default_paths(&o, cmdline_set);
 	switch (mode) {

@@ -5,7 +5,8 @@
  *   reap.c      the small core: signal mask, spawning children, reaping every child
  *   early.c     mounts, hostname, console, oom_score_adj when init is the real PID 1
  *   modules.c   kernel modules from /etc/stereos/modules (finit_module)
- *   netcfg.c    kernel ip= and /etc/stereos/network parsing; applying them over netlink
+ *   netcfg.c    kernel ip= and /etc/stereos/network parsing (netcfg.h)
+ *   netlink.c   applying the parsed network over netlink (libnl-route-3)
  *   svconf.c    the service file format (/etc/stereos/services/NAME.conf)
  *   supervise.c the supervision policy: dependency order, backoff, quarantine, readiness
  *   control.c   the status file and the control socket
@@ -138,7 +139,7 @@ void svconf_copy(struct svc_def *dst, const struct svc_def *src);
 struct super;
 struct super *super_new(struct loop *l, const struct init_opts *o);
 void super_free(struct super *s);
-int super_load(struct super *s, bool reload);     /* read the services (SIGHUP: reload) */
+int super_load(struct super *s);     /* read the services; again on SIGHUP (reload) */
 void super_child_exited(struct super *s, pid_t pid, int status);
 void super_tick(struct super *s);                  /* start what can start, advance a stop */
 int super_command(struct super *s, const char *cmd, const char *arg, char *err);

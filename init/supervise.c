@@ -199,7 +199,7 @@ static void release(struct super *s, struct svc *sv)
 
 static void stop_svc(struct super *s, struct svc *sv);
 
-int super_load(struct super *s, bool reload)
+int super_load(struct super *s)
 {
 	struct svc_def *defs = xcalloc(SVC_MAX, sizeof *defs);
 	int n = svconf_load_dir(s->o->services_dir, s->o->passwd_file, defs, SVC_MAX, report_conf, s);
@@ -223,38 +223,39 @@ int super_load(struct super *s, bool reload)
 		}
 	}
 	for (int j = 0; j < n; j++) {
-		struct svc *sv = NULL;
-		for (int i = 0; i < s->n && !sv; i++)
-			if (!strcmp(s->svcs[i].def.name, defs[j].name) &&
-			    (!s->svcs[i].removed || !alive(&s->svcs[i])))
-				sv = &s->svcs[i];
+		struct svc *sv = find(s, defs[j].name);
 		if (sv) {
 			/* the new definition applies from the next start */
 			svconf_copy(&sv->def, &defs[j]);
-			if (sv->removed || sv->state == SVC_QUARANTINED || sv->state == SVC_STOPPED) {
-				if (sv->state == SVC_QUARANTINED)
-					log_info("service released", "name=%s by=reload", sv->def.name);
-				sv->removed = false;
+			if (sv->state == SVC_QUARANTINED) {
+				log_info("service released", "name=%s by=reload", sv->def.name);
 				release(s, sv);
 			}
 			continue;
 		}
-		if (s->n == SVC_MAX) {
+		/* a new service: reuse the slot of one removed earlier once it is down */
+		for (int i = 0; i < s->n && !sv; i++)
+			if (s->svcs[i].removed && !alive(&s->svcs[i]))
+				sv = &s->svcs[i];
+		if (!sv && s->n == SVC_MAX) {
 			log_error("too many services", "name=%s max=%d", defs[j].name, SVC_MAX);
 			continue;
 		}
-		sv = &s->svcs[s->n++];
+		if (!sv)
+			sv = &s->svcs[s->n++];
+		cancel_timer(s, sv);
+		close_ready(s, sv);
 		memset(sv, 0, sizeof *sv);
 		svconf_copy(&sv->def, &defs[j]);
 		sv->ready_fd = -1;
 		sv->super = s;
 		sv->state = SVC_DECLARED;
+		s->dirty = true;
 		log_info("service declared", "name=%s restart=%s", sv->def.name,
 			 restart_name(sv->def.restart));
 	}
 	free(defs);
 	check_deps(s);
-	(void)reload;
 	return n;
 }
 

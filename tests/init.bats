@@ -5,7 +5,10 @@ load helpers
 load fixtures/init/lib
 
 setup() { init_setup; }
-teardown() { init_teardown; }
+teardown() {
+	subreaper_teardown
+	init_teardown
+}
 
 # a service that logs NAME-start, signals readiness on fd 3, and logs NAME-stop on SIGTERM
 ready_svc() {
@@ -139,8 +142,8 @@ ready_svc() {
 	assert_equal "$(field bad restarts)" 0
 }
 
-@test "a one-shot that exits 0 satisfies its dependents" {
-	svc setup "exec=/bin/sh -c 'echo setup >> $EV'" "restart=never"
+@test "a one-shot with a notification fd holds its dependents until it exits 0" {
+	svc setup "exec=/bin/sh -c 'sleep 0.2; echo setup >> $EV'" "restart=never" "notify-fd=3"
 	svc main "exec=/bin/sh -c 'echo main >> $EV; exec sleep 1000'" "after=setup"
 	start_init
 	wait_state main running
@@ -301,4 +304,76 @@ only_one_child() {
 	start_init --quarantine 2/60s
 	wait_state missing quarantined
 	assert_equal "$(field missing last_exit)" "exit 127"
+}
+
+@test "modules: a missing or invalid module is logged and boot goes on" {
+	echo 'not an ELF file' >"$R/bad.ko"
+	printf '# drivers\n/nonexistent/virtio.ko\nrelative.ko\n\n/bad.ko\n' >"$R/etc/stereos/modules"
+	svc up "exec=/bin/sleep 1000"
+	start_init
+	wait_state up running
+	grep -q 'msg="opening module" path=.*/nonexistent/virtio.ko error="No such file or directory"' "$LOG"
+	grep -q 'msg="module path is not absolute" path=relative.ko line=3' "$LOG"
+	grep -q 'msg="loading module" path=.*/bad.ko' "$LOG"
+}
+
+@test "SIGUSR2 powers off, and --halt reboot turns a power off into a reboot" {
+	svc up "exec=/bin/sleep 1000"
+	start_init
+	wait_state up running
+	kill -USR2 "$(init_pid)"
+	wait_init_exit
+	assert_equal "$INIT_RC" 0
+	start_init --halt reboot
+	wait_state up running
+	kill -TERM "$(init_pid)"
+	wait_init_exit
+	assert_equal "$INIT_RC" 129
+}
+
+@test "SIGHUP leaves a finished one-shot stopped" {
+	svc once "exec=/bin/sh -c 'echo once >> $EV'" "restart=never"
+	svc up "exec=/bin/sleep 1000"
+	start_init
+	wait_state once stopped
+	kill -HUP "$(init_pid)"
+	wait_for grep -q 'msg="reloading services"' "$LOG"
+	svc up2 "exec=/bin/sleep 1000"
+	kill -HUP "$(init_pid)"
+	wait_state up2 running
+	assert_equal "$(state once)" stopped
+	assert_equal "$(lines "$EV")" 1
+}
+
+# Not PID 1: init makes itself a subreaper, so orphans of its services come back to it.
+subreaper_teardown() {
+	if [ -n "${SPID:-}" ]; then
+		kill -KILL "$SPID" 2>/dev/null
+		wait "$SPID" 2>/dev/null
+	fi
+	if [ -s "$BATS_TEST_TMPDIR/orphan.pid" ]; then
+		kill -KILL "$(cat "$BATS_TEST_TMPDIR/orphan.pid")" 2>/dev/null
+	fi
+	return 0
+}
+
+@test "not PID 1: init reaps orphans as a subreaper and kills them when it stops" {
+	svc leaver "exec=/bin/sh -c 'sh -c \"trap \\\"\\\" TERM; echo \\\$\\\$ > $BATS_TEST_TMPDIR/orphan.pid; exec sleep 1000\" & sh -c \"sleep 0.1 &\"; exit 0'" \
+		"restart=never"
+	"$STEREO_BIN" init --root "$R" -v --stop-timeout 300ms >"$LOG" 2>&1 3>&- &
+	SPID=$!
+	wait_file "$BATS_TEST_TMPDIR/orphan.pid"
+	orphan=$(cat "$BATS_TEST_TMPDIR/orphan.pid")
+	# the orphan's parent is init itself, not the original service
+	wait_for grep -q "^PPid:[[:space:]]*$SPID\$" "/proc/$orphan/status"
+	wait_for grep -q 'msg="reaped"' "$LOG"
+	kill -TERM "$SPID"
+	rc=0
+	wait "$SPID" || rc=$?
+	SPID=
+	assert_equal "$rc" 0
+	run kill -0 "$orphan"
+	assert_failure
+	grep -q 'msg="killing remaining processes" signal=KILL' "$LOG"
+	asan_clean "$LOG"
 }
