@@ -1,0 +1,48 @@
+/* lifecycle.c - the state machine booting -> ready -> healthy | degraded -> shutdown, and the
+ * health payload. Every transition goes through lc_event, which logs it and pushes it to the
+ * subscribed control-plane connections, from this one place.
+ * Spec: shared/spec/protocol.md §4
+ */
+#include "stereod.h"
+
+static const char *const state_names[] = {
+	[ST_BOOTING] = "booting", [ST_READY] = "ready", [ST_HEALTHY] = "healthy",
+	[ST_DEGRADED] = "degraded", [ST_SHUTDOWN] = "shutdown",
+};
+
+const char *lc_state_name(enum lc_state s) { return state_names[s]; }
+
+/* next[state][event]: the state an event leads to; -1 = ignored in that state.
+ * Upstream only promotes ready -> healthy; ours also degrades on agent errors or when agentd
+ * disappears after having answered, and recovers when an agent runs cleanly again. */
+static const signed char next[5][5] = {
+	/*               STARTED   RUNNING     ERROR        LOST         SHUTDOWN */
+	[ST_BOOTING]  = {ST_READY, -1,         -1,          -1,          ST_SHUTDOWN},
+	[ST_READY]    = {-1,       ST_HEALTHY, ST_DEGRADED, ST_DEGRADED, ST_SHUTDOWN},
+	[ST_HEALTHY]  = {-1,       -1,         ST_DEGRADED, ST_DEGRADED, ST_SHUTDOWN},
+	[ST_DEGRADED] = {-1,       ST_HEALTHY, -1,          -1,          ST_SHUTDOWN},
+	[ST_SHUTDOWN] = {-1,       -1,         -1,          -1,          -1},
+};
+
+void lc_event(struct stereod *d, enum lc_event ev, const char *message)
+{
+	int to = next[d->state][ev];
+	if (to < 0 || to == (int)d->state)
+		return;
+	log_info("state change", "from=%s to=%s", state_names[d->state], state_names[to]);
+	d->state = to;
+	if (d->ndjson)
+		ndjson_push_lifecycle(d->ndjson, state_names[to], message);
+}
+
+void lc_health_payload(struct stereod *d, struct jw *w)
+{
+	jw_obj(w);
+	jw_kstr(w, "state", state_names[d->state]);
+	if (d->nagents) {
+		jw_key(w, "agents");
+		jw_raw(w, d->agents_json.p, d->agents_json.len);
+	}
+	jw_kint(w, "uptime_seconds", (now_ms() - d->started_ms) / 1000);
+	jw_obj_end(w);
+}

@@ -1,0 +1,546 @@
+/* ndjson_api.c - the control-plane server: connections, NDJSON framing, the message dispatch
+ * table and the replies, and lifecycle pushes to subscribers.
+ *
+ * Each connection answers its complete lines in order as they are parsed, appends every reply
+ * to one output buffer and flushes it once per readable event; EPOLLOUT is armed only while
+ * output is pending. A connection whose unread replies pass OUT_HIGH is not read from until
+ * its client catches up, so a client that never reads costs at most that much memory and
+ * never delays the others. Adding a message type is one line in `messages` below.
+ * Spec: shared/spec/protocol.md §1-§3
+ */
+#include "stereod.h"
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define NDJSON_MAX_CONNS 1024
+#define OUT_HIGH (256 * 1024)          /* stop reading above this much unsent output */
+#define OUT_HARD (4 * 1024 * 1024)     /* drop a subscriber whose pushes pile up past this */
+#define READS_PER_EVENT 16
+#define DRAIN_MS 2000
+#define ID_MAX 128
+
+struct nconn {
+	struct ndjson_server *s;
+	int fd;
+	uint32_t events;            /* what epoll watches now */
+	struct ndjson in;
+	struct buf out;
+	bool subscribed;
+	bool eof;                   /* the peer closed its side: flush, then close */
+	bool closing;               /* a fatal framing error: flush, then drain and close */
+	bool draining;
+	uint64_t drain_timer;
+	struct nconn *prev, *next;
+};
+
+struct ndjson_server {
+	struct stereod *d;
+	struct loop *l;
+	int lfd;
+	struct nconn *conns;
+	int nconns;
+	uint64_t accept_timer;
+};
+
+/* ---- replies --------------------------------------------------------------------------- */
+
+void reply_begin(struct req *r, struct jw *w, const char *type)
+{
+	jw_init(w, r->out);
+	jw_obj(w);
+	jw_kstr(w, "type", type);
+	if (r->id) {
+		jw_key(w, "id");
+		jw_raw(w, r->id, r->id_len);
+	}
+}
+
+void reply_end(struct req *r, struct jw *w)
+{
+	jw_obj_end(w);
+	buf_putc(r->out, '\n');
+}
+
+void reply_ack(struct req *r, bool ok, const char *error)
+{
+	struct jw w;
+	reply_begin(r, &w, "ack");
+	jw_key(&w, "payload");
+	jw_obj(&w);
+	jw_key(&w, "reply_to");
+	jw_strn(&w, r->type, r->type_len);
+	jw_kbool(&w, "ok", ok);
+	if (!ok)
+		jw_kstr(&w, "error", error && *error ? error : "failed");
+	jw_obj_end(&w);
+	reply_end(r, &w);
+}
+
+/* ---- messages -------------------------------------------------------------------------- */
+
+static void msg_ping(struct req *r)
+{
+	struct jw w;
+	reply_begin(r, &w, "pong");
+	reply_end(r, &w);
+}
+
+static void msg_get_health(struct req *r)
+{
+	struct jw w;
+	reply_begin(r, &w, "health");
+	jw_key(&w, "payload");
+	lc_health_payload(r->d, &w);
+	reply_end(r, &w);
+}
+
+static void msg_set_config(struct req *r)
+{
+	char err[ERRBUF] = "";
+	struct buf content = {0};
+	int i = json_get(r->j, r->payload, "content");
+	int rc = i < 0 ? errf(err, "payload.content is missing")
+		 : json_str(r->j, i, &content, JSON_STR_ANY, err) ? errf(err, "payload.content: expected a string")
+		 : config_set(r->d, content.p ? content.p : "", content.len, err);
+	buf_free(&content);
+	reply_ack(r, rc == 0, err);
+}
+
+static void msg_inject_secret(struct req *r)
+{
+	char err[ERRBUF] = "";
+	struct secret_req s = {0};
+	int rc = secret_decode(r->j, r->payload, &s, err) ? -1 : secrets_inject(r->d, &s, err);
+	secret_req_free(&s);
+	reply_ack(r, rc == 0, err);
+}
+
+static void msg_inject_ssh_key(struct req *r)
+{
+	char err[ERRBUF] = "";
+	struct sshkey_req k = {0};
+	int rc = sshkey_decode(r->j, r->payload, &k, err) ? -1 : sshkey_inject(r->d, &k, err);
+	sshkey_req_free(&k);
+	reply_ack(r, rc == 0, err);
+}
+
+static void msg_mount(struct req *r)
+{
+	char err[ERRBUF] = "";
+	struct mount_req m = {0};
+	int rc = mount_decode(r->j, r->payload, &m, err) ? -1 : mounts_add(r->d, &m, err);
+	mount_req_free(&m);
+	reply_ack(r, rc == 0, err);
+}
+
+static void msg_shutdown(struct req *r)
+{
+	char err[ERRBUF] = "";
+	struct buf reason = {0};
+	int i = r->payload >= 0 ? json_get(r->j, r->payload, "reason") : -1;
+	if (i >= 0 && json_kind(r->j, i) != JSON_NULL &&
+	    json_str(r->j, i, &reason, JSON_STR_NO_NUL, err)) {
+		buf_free(&reason);
+		reply_ack(r, false, "payload.reason: expected a string");
+		return;
+	}
+	reply_ack(r, true, NULL);   /* the ack goes out before the shutdown runs */
+	shutdown_request(r->d, reason.len ? reason.p : "requested by the host");
+	buf_free(&reason);
+}
+
+static void msg_subscribe(struct req *r);
+static void msg_hello(struct req *r);
+
+/* The dispatch table. needs_payload: an absent payload is refused before the handler runs. */
+static const struct msg_type {
+	const char *type;
+	void (*fn)(struct req *r);
+	bool needs_payload;
+} messages[] = {
+	{"ping", msg_ping, false},
+	{"get_health", msg_get_health, false},
+	{"set_config", msg_set_config, true},
+	{"inject_secret", msg_inject_secret, true},
+	{"inject_ssh_key", msg_inject_ssh_key, true},
+	{"mount", msg_mount, true},
+	{"shutdown", msg_shutdown, false},
+	/* ours: never sent by old clients */
+	{"hello", msg_hello, false},
+	{"subscribe", msg_subscribe, false},
+};
+
+static void msg_subscribe(struct req *r)
+{
+	r->conn->subscribed = true;
+	reply_ack(r, true, NULL);
+}
+
+static void msg_hello(struct req *r)
+{
+	struct jw w;
+	reply_begin(r, &w, "hello");
+	jw_key(&w, "payload");
+	jw_obj(&w);
+	jw_kint(&w, "proto", 1);
+	jw_kstr(&w, "version", STEREO_VERSION);
+	jw_key(&w, "capabilities");
+	jw_arr(&w);
+	jw_str(&w, "id");
+	jw_str(&w, "lifecycle");
+	jw_str(&w, "ssh_key_append");
+	for (size_t i = 0; i < ARRAY_SIZE(messages); i++)
+		jw_str(&w, messages[i].type);
+	jw_arr_end(&w);
+	jw_obj_end(&w);
+	reply_end(r, &w);
+}
+
+static bool blank(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
+			return false;
+	return true;
+}
+
+/* Answer one line: exactly one reply, whatever the line holds. */
+static void handle_line(struct nconn *c, char *line, size_t len)
+{
+	char err[ERRBUF], msg[ERRBUF + 32];
+	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
+	struct json j;
+	struct buf type = {0};
+	if (json_parse(&j, line, len, true, err)) {
+		snprintf(msg, sizeof msg, "malformed JSON: %s", err);
+		reply_ack(&r, false, msg);
+		return;
+	}
+	r.j = &j;
+	int t = json_get(&j, 0, "type");
+	int id = json_get(&j, 0, "id");
+	int p = json_get(&j, 0, "payload");
+	if (id >= 0) {
+		enum json_kind k = json_kind(&j, id);
+		size_t n = j.tok[id].end - j.tok[id].start;
+		if (k == JSON_STRING) {   /* jsmn's string token excludes the quotes */
+			r.id = line + j.tok[id].start - 1;
+			r.id_len = n + 2;
+		} else if (k == JSON_NUMBER) {
+			r.id = line + j.tok[id].start;
+			r.id_len = n;
+		}
+		if (!r.id || r.id_len > ID_MAX + 2) {
+			r.id = NULL;
+			reply_ack(&r, false, "id must be a string or a number of at most 128 bytes");
+			goto out;
+		}
+	}
+	if (t < 0) {
+		reply_ack(&r, false, "type is missing");
+		goto out;
+	}
+	if (json_kind(&j, t) != JSON_STRING) {
+		reply_ack(&r, false, "type: expected a string");
+		goto out;
+	}
+	if (memchr(line + j.tok[t].start, '\\', j.tok[t].end - j.tok[t].start)) {
+		if (json_str(&j, t, &type, JSON_STR_NO_NUL, err)) {
+			reply_ack(&r, false, "type: expected a string without NUL");
+			goto out;
+		}
+		r.type = type.p;
+		r.type_len = type.len;
+	} else {
+		r.type = line + j.tok[t].start;
+		r.type_len = j.tok[t].end - j.tok[t].start;
+	}
+	const struct msg_type *m = NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(messages); i++)
+		if (strlen(messages[i].type) == r.type_len && !memcmp(messages[i].type, r.type, r.type_len)) {
+			m = &messages[i];
+			break;
+		}
+	if (!m) {
+		struct buf e = {0};
+		buf_puts(&e, "unknown message type: ");
+		buf_append(&e, r.type, r.type_len);
+		reply_ack(&r, false, buf_cstr(&e));
+		buf_free(&e);
+		goto out;
+	}
+	if (p >= 0 && json_kind(&j, p) != JSON_NULL) {
+		if (json_kind(&j, p) != JSON_OBJECT) {
+			reply_ack(&r, false, "payload must be a JSON object");
+			goto out;
+		}
+		r.payload = p;
+	}
+	if (m->needs_payload && r.payload < 0) {
+		snprintf(msg, sizeof msg, "%s needs a payload", m->type);
+		reply_ack(&r, false, msg);
+		goto out;
+	}
+	m->fn(&r);
+out:
+	buf_free(&type);
+	json_free(&j);
+}
+
+/* ---- connections ----------------------------------------------------------------------- */
+
+static void conn_close(struct nconn *c)
+{
+	struct ndjson_server *s = c->s;
+	loop_del(s->l, c->fd);
+	close(c->fd);
+	if (c->drain_timer)
+		loop_timer_cancel(s->l, c->drain_timer);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->nconns--;
+	ndjson_free(&c->in);   /* wipes: lines may have held secrets */
+	buf_free(&c->out);
+	free(c);
+}
+
+static void drain_timeout(struct loop *l, void *ctx)
+{
+	struct nconn *c = ctx;
+	c->drain_timer = 0;
+	conn_close(c);
+}
+
+/* After an oversized line: the reply is out; discard what the peer still sends until it
+ * closes (or DRAIN_MS pass), so closing does not reset the connection before the client
+ * has read our reply. */
+static void start_drain(struct nconn *c)
+{
+	shutdown(c->fd, SHUT_WR);
+	c->draining = true;
+	ndjson_free(&c->in);
+	ndjson_init(&c->in, NDJSON_MAX_LINE);
+	c->drain_timer = loop_timer(c->s->l, DRAIN_MS, drain_timeout, c);
+	if (c->events != (EPOLLIN | EPOLLRDHUP)) {
+		c->events = EPOLLIN | EPOLLRDHUP;
+		loop_mod(c->s->l, c->fd, c->events);
+	}
+}
+
+static void drain(struct nconn *c)
+{
+	char junk[65536];
+	for (;;) {
+		ssize_t n = recv(c->fd, junk, sizeof junk, 0);
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		conn_close(c);
+		return;
+	}
+}
+
+/* Send what is pending, then choose the events to wait for. Returns -1 when c was closed. */
+static int conn_flush(struct nconn *c)
+{
+	while (c->out.len) {
+		ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			conn_close(c);
+			return -1;
+		}
+		buf_consume(&c->out, n);
+	}
+	if (!c->out.len && c->eof) {
+		conn_close(c);
+		return -1;
+	}
+	if (!c->out.len && c->closing) {
+		start_drain(c);
+		return 0;
+	}
+	uint32_t ev = (c->closing || c->eof || c->out.len >= OUT_HIGH ? 0 : EPOLLIN | EPOLLRDHUP) |
+		      (c->out.len ? EPOLLOUT : 0);
+	if (ev != c->events) {
+		c->events = ev;
+		loop_mod(c->s->l, c->fd, ev);
+	}
+	return 0;
+}
+
+static void too_long(struct nconn *c)
+{
+	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
+	reply_ack(&r, false, "message too long (max 1048576 bytes)");
+	c->closing = true;
+}
+
+/* Answer the complete lines already buffered while output is under the high-water mark. */
+static void process(struct nconn *c)
+{
+	while (!c->closing && c->out.len < OUT_HIGH) {
+		char *line;
+		size_t len;
+		int r = ndjson_line(&c->in, &line, &len);
+		if (r == 0)
+			return;
+		if (r < 0) {
+			too_long(c);
+			return;
+		}
+		if (!blank(line, len))
+			handle_line(c, line, len);
+		explicit_bzero(line, len);
+	}
+}
+
+static void conn_read(struct nconn *c)
+{
+	process(c);
+	for (int i = 0; i < READS_PER_EVENT && !c->closing && c->out.len < OUT_HIGH; i++) {
+		ssize_t n = ndjson_fill(&c->in, c->fd);
+		if (n == -EAGAIN || n == -EINTR)
+			return;
+		if (n == 0 || (n < 0 && n != -EMSGSIZE)) {
+			if (ndjson_pending(&c->in))
+				log_debug("client went away mid-line", "bytes=%zu", ndjson_pending(&c->in));
+			c->eof = true;
+			return;
+		}
+		process(c);
+	}
+}
+
+static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct nconn *c = ctx;
+	if (c->draining) {
+		drain(c);
+		return;
+	}
+	if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN)) {
+		conn_close(c);
+		return;
+	}
+	if (events & EPOLLOUT) {
+		if (conn_flush(c))
+			return;
+		if (c->out.len >= OUT_HIGH)
+			return;
+	}
+	if (!c->eof && !c->closing)
+		conn_read(c);
+	conn_flush(c);
+}
+
+static void resume_accept(struct loop *l, void *ctx)
+{
+	struct ndjson_server *s = ctx;
+	s->accept_timer = 0;
+	loop_mod(l, s->lfd, EPOLLIN);
+}
+
+static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct ndjson_server *s = ctx;
+	for (;;) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* Out of descriptors: stop accepting for a moment instead of spinning. */
+				log_warn("cannot accept connections", "err=\"%s\"", strerror(errno));
+				loop_mod(l, fd, 0);
+				s->accept_timer = loop_timer(l, 100, resume_accept, s);
+			}
+			return;
+		}
+		struct nconn *c = s->nconns < NDJSON_MAX_CONNS ? calloc(1, sizeof *c) : NULL;
+		if (!c) {
+			close(cfd);
+			continue;
+		}
+		int one = 1;
+		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);   /* fails harmlessly on vsock */
+		c->s = s;
+		c->fd = cfd;
+		c->events = EPOLLIN | EPOLLRDHUP;
+		ndjson_init(&c->in, NDJSON_MAX_LINE);
+		if (loop_add(l, cfd, c->events, on_conn, c)) {
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->next = s->conns;
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
+		s->nconns++;
+	}
+}
+
+void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message)
+{
+	struct buf line = {0};
+	struct jw w;
+	jw_init(&w, &line);
+	jw_obj(&w);
+	jw_kstr(&w, "type", "lifecycle");
+	jw_key(&w, "payload");
+	jw_obj(&w);
+	jw_kstr(&w, "state", state);
+	if (message && *message)
+		jw_kstr(&w, "message", message);
+	jw_obj_end(&w);
+	jw_obj_end(&w);
+	buf_putc(&line, '\n');
+	for (struct nconn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		if (!c->subscribed || c->closing || c->draining || c->eof)
+			continue;
+		if (c->out.len > OUT_HARD) {
+			log_warn("dropping a subscriber that does not read", "pending=%zu", c->out.len);
+			conn_close(c);
+			continue;
+		}
+		buf_append(&c->out, line.p, line.len);
+		conn_flush(c);
+	}
+	buf_free(&line);
+}
+
+struct ndjson_server *ndjson_server_new(struct stereod *d, int lfd)
+{
+	struct ndjson_server *s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	*s = (struct ndjson_server){.d = d, .l = d->loop, .lfd = lfd};
+	if (loop_add(d->loop, lfd, EPOLLIN, on_accept, s)) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void ndjson_server_free(struct ndjson_server *s)
+{
+	if (!s)
+		return;
+	while (s->conns)
+		conn_close(s->conns);
+	if (s->accept_timer)
+		loop_timer_cancel(s->l, s->accept_timer);
+	loop_del(s->l, s->lfd);
+	close(s->lfd);
+	free(s);
+}

@@ -1,0 +1,203 @@
+/* sshkeys.c - inject_ssh_key: ~USER/.ssh/authorized_keys.
+ *
+ * The home directory belongs to a user who may be hostile: every step works from directory
+ * fds opened with O_NOFOLLOW, ownership is set with fchown on those fds, and the file is
+ * replaced by renameat from a fresh O_EXCL temp file, so a symlinked ~/.ssh is refused and a
+ * symlinked authorized_keys is replaced, never followed. Nothing outside the home is written
+ * or chowned. Upstream replaces the file with the injected key; "append": true adds the key
+ * once instead.
+ * Spec: shared/spec/protocol.md §5 (SSH keys)
+ */
+#include "stereod.h"
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KEY_MAX (16 * 1024)
+#define AUTH_KEYS_MAX (1024 * 1024)
+
+static const char *const key_prefixes[] = {
+	"ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-nistp256 ", "ecdsa-sha2-nistp384 ",
+	"ecdsa-sha2-nistp521 ", "sk-ssh-ed25519@openssh.com ", "sk-ecdsa-sha2-nistp256@openssh.com ",
+};
+
+int sshkey_decode(const struct json *j, int obj, struct sshkey_req *r, char *err)
+{
+	int u = json_get(j, obj, "user"), k = json_get(j, obj, "public_key"), a = json_get(j, obj, "append");
+	if (u < 0)
+		return errf(err, "payload.user is missing");
+	if (json_str(j, u, &r->user, JSON_STR_ANY, err))
+		return errf(err, "payload.user: expected a string");
+	if (k < 0)
+		return errf(err, "payload.public_key is missing");
+	if (json_str(j, k, &r->key, JSON_STR_ANY, err))
+		return errf(err, "payload.public_key: expected a string");
+	r->append = false;
+	if (a >= 0 && json_kind(j, a) != JSON_NULL && json_bool(j, a, &r->append))
+		return errf(err, "payload.append: expected a boolean");
+	return 0;
+}
+
+void sshkey_req_free(struct sshkey_req *r)
+{
+	buf_free(&r->user);
+	buf_free(&r->key);
+}
+
+/* The key without trailing whitespace, checked: one line, a known type, printable. */
+static int check_key(const struct buf *key, size_t *len, char *err)
+{
+	size_t n = key->len;
+	while (n && (key->p[n - 1] == '\n' || key->p[n - 1] == '\r' || key->p[n - 1] == ' ' ||
+		     key->p[n - 1] == '\t'))
+		n--;
+	if (!n)
+		return errf(err, "public_key is empty");
+	if (n > KEY_MAX)
+		return errf(err, "public_key is longer than %d bytes", KEY_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = key->p[i];
+		if (c == '\n' || c == '\r')
+			return errf(err, "public_key must be a single line");
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return errf(err, "public_key contains a control character");
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(key_prefixes); i++) {
+		size_t pl = strlen(key_prefixes[i]);
+		if (n > pl && !memcmp(key->p, key_prefixes[i], pl)) {
+			*len = n;
+			return 0;
+		}
+	}
+	return errf(err, "public_key is not a supported SSH public key (ssh-ed25519, ssh-rsa, "
+		    "ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, "
+		    "sk-ecdsa-sha2-nistp256@openssh.com)");
+}
+
+/* Length of "TYPE BLOB" at the start of a key line (what makes two keys the same key). */
+static size_t key_identity(const char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n && s[i] != ' ' && s[i] != '\t')
+		i++;
+	while (i < n && (s[i] == ' ' || s[i] == '\t'))
+		i++;
+	while (i < n && s[i] != ' ' && s[i] != '\t')
+		i++;
+	return i;
+}
+
+/* Read the existing authorized_keys through sshfd (refusing anything but a regular file). */
+static int read_existing(int sshfd, struct buf *out, char *err)
+{
+	int fd = openat(sshfd, "authorized_keys", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return errf(err, "opening authorized_keys: %s", errno == ELOOP ? "it is a symlink" : strerror(errno));
+	}
+	struct stat st;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > AUTH_KEYS_MAX) {
+		close(fd);
+		return errf(err, "authorized_keys is not a regular file of at most 1 MiB");
+	}
+	buf_reserve(out, st.st_size + 1);
+	for (;;) {
+		ssize_t n = read(fd, out->p + out->len, out->cap - out->len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || out->len + n >= (size_t)AUTH_KEYS_MAX)
+			break;
+		out->len += n;
+		if (out->len + 1 >= out->cap)
+			buf_reserve(out, 65536);
+	}
+	close(fd);
+	return 0;
+}
+
+int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err)
+{
+	const char *user = buf_cstr((struct buf *)&r->user);
+	size_t klen = 0;
+	if (!r->user.len || strlen(user) != r->user.len || strchr(user, '/') || strchr(user, ':'))
+		return errf(err, "user name is empty or invalid");
+	if (check_key(&r->key, &klen, err))
+		return -1;
+	uid_t uid;
+	gid_t gid;
+	struct buf home = {0}, data = {0};
+	int homefd = -1, sshfd = -1, rc = -1;
+	int e = user_lookup(d, user, &uid, &gid, &home);
+	if (e) {
+		errf(err, e == -ENOENT ? "unknown user %s" : "looking up user %s: %s", user, strerror(-e));
+		goto out;
+	}
+	if (home.len == 0 || home.p[0] != '/') {
+		errf(err, "user %s has no absolute home directory", user);
+		goto out;
+	}
+	homefd = open(home.p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (homefd < 0) {
+		errf(err, "opening home %s: %s", home.p, errno == ELOOP ? "it is a symlink" : strerror(errno));
+		goto out;
+	}
+	struct stat st;
+	if (fstat(homefd, &st) || (st.st_uid != uid && st.st_uid != 0)) {
+		errf(err, "home %s belongs to neither %s nor root", home.p, user);
+		goto out;
+	}
+	if (mkdirat(homefd, ".ssh", 0700) && errno != EEXIST) {
+		errf(err, "creating %s/.ssh: %s", home.p, strerror(errno));
+		goto out;
+	}
+	sshfd = openat(homefd, ".ssh", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sshfd < 0) {
+		errf(err, "opening %s/.ssh: %s", home.p,
+		     errno == ELOOP || errno == ENOTDIR ? "it is a symlink or not a directory" : strerror(errno));
+		goto out;
+	}
+	if (fstat(sshfd, &st) || (st.st_uid != uid && st.st_uid != 0 && st.st_uid != geteuid())) {
+		errf(err, "%s/.ssh belongs to another user", home.p);
+		goto out;
+	}
+	if ((geteuid() == 0 && fchown(sshfd, uid, gid)) || fchmod(sshfd, 0700)) {
+		errf(err, "setting owner and mode of %s/.ssh: %s", home.p, strerror(errno));
+		goto out;
+	}
+	if (r->append) {
+		if (read_existing(sshfd, &data, err))
+			goto out;
+		size_t id = key_identity(r->key.p, klen);
+		for (size_t off = 0; off < data.len;) {
+			char *nl = memchr(data.p + off, '\n', data.len - off);
+			size_t ll = (nl ? (size_t)(nl - data.p) : data.len) - off;
+			if (key_identity(data.p + off, ll) == id && !memcmp(data.p + off, r->key.p, id)) {
+				log_info("ssh key already present", "user=%s", user);
+				rc = 0;
+				goto out;
+			}
+			off += ll + 1;
+		}
+		if (data.len && data.p[data.len - 1] != '\n')
+			buf_putc(&data, '\n');
+	}
+	buf_append(&data, r->key.p, klen);
+	buf_putc(&data, '\n');
+	e = atomic_write_at(sshfd, "authorized_keys", data.p, data.len, 0600,
+			    geteuid() == 0 ? uid : (uid_t)-1, geteuid() == 0 ? gid : (gid_t)-1);
+	if (e) {
+		errf(err, "writing %s/.ssh/authorized_keys: %s", home.p, strerror(-e));
+		goto out;
+	}
+	log_info("ssh key installed", "user=%s append=%s", user, r->append ? "true" : "false");
+	rc = 0;
+out:
+	if (sshfd >= 0)
+		close(sshfd);
+	if (homefd >= 0)
+		close(homefd);
+	buf_free(&home);
+	buf_free(&data);
+	return rc;
+}

@@ -1,0 +1,148 @@
+/* stereod.h - the daemon's shared state and the interfaces between its subsystems.
+ *
+ * One struct stereod holds the configuration (paths, flags) and the running state; it is
+ * created in stereod.c and passed to every subsystem. Nothing here is global.
+ * Spec: shared/spec/protocol.md
+ */
+#ifndef STEREOD_H
+#define STEREOD_H
+#include "common/stereo.h"
+
+enum lc_state { ST_BOOTING, ST_READY, ST_HEALTHY, ST_DEGRADED, ST_SHUTDOWN };
+enum lc_event { EV_STARTED, EV_AGENT_RUNNING, EV_AGENT_ERROR, EV_AGENTD_LOST, EV_SHUTDOWN };
+enum poweroff_kind { POWEROFF_AUTO, POWEROFF_INIT, POWEROFF_SYSTEMD, POWEROFF_CMD, POWEROFF_NONE };
+
+#define MOUNTS_MAX 256
+
+struct mount_entry {
+	char *tag, *guest_path, *fs_type, *target;   /* target: guest_path under --root */
+	bool read_only;
+};
+
+struct stereod {
+	struct loop *loop;
+	/* configuration */
+	const char *listen_mode, *listen_addr, *root;
+	unsigned vsock_port;
+	char *run_dir, *secrets_dir, *config_dir, *socket_path, *agentd_socket;
+	char *passwd_path, *group_path;
+	long long poll_ms;
+	bool allow_disk_secrets;
+	enum poweroff_kind poweroff;
+	const char *poweroff_cmd, *mount_helper, *mount_stand_in;
+	int ready_fd;
+	/* running state */
+	int64_t started_ms;
+	enum lc_state state;
+	struct buf agents_json;      /* the agents array from the last good poll, "" when none */
+	size_t nagents;
+	bool agentd_seen, agentd_down_logged;
+	int secrets_fd;              /* the secrets directory, opened once it is set up */
+	bool secrets_on_tmpfs;
+	struct mount_entry mounts[MOUNTS_MAX];
+	size_t nmounts;
+	bool shutting_down;
+	char shutdown_reason[256];
+	pid_t poweroff_pid;
+	struct ndjson_server *ndjson;
+	struct http_server *ipc;
+	uint64_t poll_timer;
+	bool poll_in_flight, stopping;
+};
+
+/* stereod.c */
+char *path_under_root(const struct stereod *d, const char *path);   /* xmalloc'd */
+/* Run "/bin/sh -c CMD" (with argv[] as $1...) in a child with the default signal mask.
+ * Returns the pid or -errno. */
+pid_t spawn_sh(const char *cmd, const char *const *args);
+/* Run spawn_sh and wait for it up to timeout_ms: exit status (0..255), or -1 with err. */
+int run_sh(const char *cmd, const char *const *args, int timeout_ms, char *err);
+
+/* lifecycle.c */
+const char *lc_state_name(enum lc_state s);
+void lc_event(struct stereod *d, enum lc_event ev, const char *message);
+void lc_health_payload(struct stereod *d, struct jw *w);  /* writes the health object */
+
+/* ndjson_api.c: the control-plane server (vsock or TCP).
+ * A request being answered: handlers (one line each in the dispatch table of ndjson_api.c)
+ * read the payload through j/payload and append exactly one reply with the reply_* helpers. */
+struct nconn;
+struct req {
+	struct stereod *d;
+	struct nconn *conn;
+	const struct json *j;
+	int payload;               /* the payload object's token, -1 when absent */
+	const char *type;          /* the request's type (borrowed), type_len bytes */
+	size_t type_len;
+	const char *id;            /* the raw JSON of "id", NULL when absent */
+	size_t id_len;
+	struct buf *out;           /* the connection's output buffer */
+};
+void reply_ack(struct req *r, bool ok, const char *error);
+/* reply_begin writes {"type":TYPE[,"id":ID]; add "payload" with jw_key, then reply_end. */
+void reply_begin(struct req *r, struct jw *w, const char *type);
+void reply_end(struct req *r, struct jw *w);
+
+struct ndjson_server *ndjson_server_new(struct stereod *d, int listen_fd);
+void ndjson_server_free(struct ndjson_server *s);
+/* Send a lifecycle push to every connection that sent "subscribe". */
+void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message);
+
+/* ipc_api.c: the HTTP API on the unix socket */
+struct http_server *ipc_server_new(struct stereod *d, int listen_fd);
+
+/* Payload decoding shared by both APIs. Decoders return 0, or -1 with err naming the field
+ * when a field has the wrong type or a required one is missing (HTTP 400); the actions
+ * return 0 or -1 with err when the request is refused (HTTP 422). */
+struct secret_req {
+	struct buf name, value;   /* value is wiped by secret_req_free */
+	uint64_t mode;
+};
+int secret_decode(const struct json *j, int obj, struct secret_req *r, char *err);
+void secret_req_free(struct secret_req *r);
+
+struct sshkey_req {
+	struct buf user, key;
+	bool append;
+};
+int sshkey_decode(const struct json *j, int obj, struct sshkey_req *r, char *err);
+void sshkey_req_free(struct sshkey_req *r);
+
+struct mount_req {
+	struct buf tag, guest_path, fs_type;
+	bool read_only;
+};
+int mount_decode(const struct json *j, int obj, struct mount_req *r, char *err);
+void mount_req_free(struct mount_req *r);
+
+/* secrets.c */
+int secrets_setup(struct stereod *d, char *err);
+int secrets_inject(struct stereod *d, const struct secret_req *r, char *err);
+int secrets_list(struct stereod *d, struct jw *w, char *err);   /* writes a JSON array */
+int secrets_remove(struct stereod *d, const char *name, size_t len, char *err);
+
+/* sshkeys.c */
+int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err);
+
+/* users.c: passwd/group lookups in the configured files (fgetpwent, no NSS) */
+int user_lookup(const struct stereod *d, const char *name, uid_t *uid, gid_t *gid, struct buf *home);
+int group_lookup(const struct stereod *d, const char *name, gid_t *gid);
+
+/* mounts.c */
+int mounts_add(struct stereod *d, const struct mount_req *r, char *err);
+void mounts_list(struct stereod *d, struct jw *w);   /* writes a JSON array */
+void mounts_unmount_all(struct stereod *d);
+
+/* config.c */
+int config_set(struct stereod *d, const char *content, size_t len, char *err);
+
+/* agentd.c */
+void agentd_start(struct stereod *d);
+/* Stop polling; true while a request is still in flight (its callback then stops the loop). */
+bool agentd_stop(struct stereod *d);
+
+/* shutdown.c */
+/* Begin the shutdown sequence once the current replies are out (it runs from a timer). */
+void shutdown_request(struct stereod *d, const char *reason);
+void shutdown_child_exited(struct stereod *d, pid_t pid, int status);
+#endif
