@@ -400,7 +400,7 @@ EOF2
 	assert_output '{"type":"ack","payload":{"reply_to":"shutdown","ok":true}}'
 	wait "$UNSHARE"
 	[ "$(cat "$F")" = usr2 ]
-	grep -q 'poweroff requested from init' "$LOG"
+	grep -q 'requesting poweroff from init' "$LOG"
 }
 
 @test "SIGTERM stops the daemon cleanly with exit 0" {

@@ -36,7 +36,7 @@ static int render_agents(const char *body, size_t len, struct buf *out, size_t *
 	struct json j;
 	char err[ERRBUF];
 	if (json_parse(&j, body, len, false, err) || json_kind(&j, 0) != JSON_ARRAY) {
-		log_debug("agents list is not a JSON array", "err=\"%s\" len=%zu body=%.*s", err, len, (int)(len > 80 ? 80 : len), body);
+		log_debug("agents list is not a JSON array", "err=\"%s\"", err);
 		json_free(&j);
 		return -1;
 	}
@@ -109,7 +109,6 @@ static void agents_done(void *ctx, int status, const char *body, size_t len, con
 	if (render_agents(body, len, &agents, &count, &running, &error_agent)) {
 		buf_free(&agents);
 		buf_free(&error_agent);
-		log_debug("bad agents", "len=%zu body=%.*s", len, (int)(len > 200 ? 200 : len), body);
 		poll_failed(d, "GET /v1/agents", "malformed agents list");
 		return;
 	}

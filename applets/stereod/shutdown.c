@@ -35,10 +35,9 @@ static void power_off(struct stereod *d)
 	pid_t pid;
 	switch (resolve(d)) {
 	case POWEROFF_INIT:
+		log_info("requesting poweroff from init", "signal=SIGUSR2");
 		if (kill(1, SIGUSR2))
 			log_error("cannot signal init to power off", "err=\"%s\"", strerror(errno));
-		else
-			log_info("poweroff requested from init", "signal=SIGUSR2");
 		return;
 	case POWEROFF_SYSTEMD:
 	case POWEROFF_CMD:

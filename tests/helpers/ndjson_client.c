@@ -14,17 +14,19 @@
 
 static int timeout_ms = 5000;
 
-/* Read until one more '\n' is in b past *scan: returns the line length+1, 0 at EOF, -1 timeout. */
-static ssize_t read_line(int fd, struct buf *b, size_t *scan)
+/* Read until the line starting at *start is complete: its length with the newline, 0 at EOF,
+ * -1 on timeout. *start moves past it. */
+static ssize_t read_line(int fd, struct buf *b, size_t *start)
 {
+	size_t scanned = *start;
 	for (;;) {
-		char *nl = b->len > *scan ? memchr(b->p + *scan, '\n', b->len - *scan) : NULL;
+		char *nl = b->len > scanned ? memchr(b->p + scanned, '\n', b->len - scanned) : NULL;
 		if (nl) {
-			size_t n = nl - (b->p + *scan) + 1;
-			*scan += n;
+			size_t n = nl - (b->p + *start) + 1;
+			*start += n;
 			return n;
 		}
-		*scan = b->len;
+		scanned = b->len;
 		if (fd_wait(fd, POLLIN, timeout_ms) <= 0)
 			return -1;
 		buf_reserve(b, 65536);
