@@ -123,7 +123,8 @@ int secrets_list(struct stereod *d, struct jw *w, char *err)
 		names[n++] = xstrdup(e->d_name);
 	}
 	closedir(dir);
-	qsort(names, n, sizeof *names, cmp_str);
+	if (n)
+		qsort(names, n, sizeof *names, cmp_str);
 	jw_arr(w);
 	for (size_t i = 0; i < n; i++) {
 		jw_str(w, names[i]);

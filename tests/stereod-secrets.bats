@@ -1,0 +1,156 @@
+#!/usr/bin/env bats
+# stereod secrets: inject_secret over NDJSON and /v1/secrets over the IPC API, name and mode
+# validation, atomic replace, the tmpfs requirement.
+load helpers
+load helpers/stereod
+
+setup() { stereod_setup; S=$R/run/stereos/secrets; NOBODY=; }
+teardown() {
+	stop_stereod
+	[ -z "$NOBODY" ] || rm -rf "$NOBODY"
+}
+
+secret() {   # secret NAME-JSON [MODE-JSON]: one inject_secret, prints the ack
+	local mode=${2:+,\"mode\":$2}
+	echo "{\"type\":\"inject_secret\",\"payload\":{\"name\":$1,\"value\":\"v4lue\"$mode}}" | nd
+}
+
+@test "inject_secret writes the value with mode 0600 by default and never logs it" {
+	start_stereod
+	run nd <<<'{"type":"inject_secret","payload":{"name":"api_token","value":"hunter2-SECRET\n"}}'
+	assert_output '{"type":"ack","payload":{"reply_to":"inject_secret","ok":true}}'
+	[ "$(stat -c %a "$S/api_token")" = 600 ]
+	printf 'hunter2-SECRET\n' | cmp - "$S/api_token"
+	! grep -q hunter2 "$LOG"
+	grep -q 'msg="secret written" name=api_token' "$LOG"
+}
+
+@test "inject_secret honours the payload's mode (384 = 0600 as the Go client sends, 0440)" {
+	start_stereod
+	run secret '"a"' 384
+	assert_output --partial '"ok":true'
+	run secret '"b"' 288
+	assert_output --partial '"ok":true'
+	[ "$(stat -c %a "$S/a")" = 600 ]
+	[ "$(stat -c %a "$S/b")" = 440 ]
+}
+
+@test "inject_secret refuses modes that are not plain permission bits and writes nothing" {
+	start_stereod
+	run secret '"m1"' 2559      # 0o4777
+	assert_output '{"type":"ack","payload":{"reply_to":"inject_secret","ok":false,"error":"mode 04777 is not a plain permission mode (0..0777)"}}'
+	run secret '"m2"' 512       # 0o1000
+	assert_output --partial '"ok":false'
+	run secret '"m3"' -1
+	assert_output --partial '"error":"payload.mode: expected an unsigned integer"'
+	run secret '"m4"' '"0600"'
+	assert_output --partial '"error":"payload.mode: expected an unsigned integer"'
+	run secret '"m5"' 1.5
+	assert_output --partial '"ok":false'
+	[ -z "$(ls -A "$S")" ]
+}
+
+@test "inject_secret refuses bad names (../x, a/b, ., .., empty, 300 chars, NUL, control, leading dot)" {
+	start_stereod
+	long=$(printf 'x%.0s' $(seq 1 300))
+	for name in '"../x"' '"a/b"' '"."' '".."' '""' "\"$long\"" '"a\u0000b"' '"a\nb"' '".hidden"' '"a..b"'; do
+		run secret "$name"
+		assert_output --partial '"reply_to":"inject_secret","ok":false,"error":"name '
+	done
+	[ -z "$(ls -A "$S")" ]
+	[ ! -e "$R/run/stereos/x" ]
+}
+
+@test "a second inject_secret replaces the value atomically and leaves no temp files" {
+	start_stereod
+	run nd <<'EOF2'
+{"type":"inject_secret","payload":{"name":"k","value":"first"}}
+{"type":"inject_secret","payload":{"name":"k","value":"second","mode":256}}
+EOF2
+	assert_line -n 1 --partial '"ok":true'
+	[ "$(cat "$S/k")" = second ]
+	[ "$(stat -c %a "$S/k")" = 400 ]
+	[ "$(ls -A "$S")" = k ]
+}
+
+@test "POST /v1/secrets writes a secret and answers 201 with its name" {
+	start_stereod
+	run ipc POST /v1/secrets '{"name":"db","value":"pw","mode":416}'
+	assert_output '201 {"status":"ok","name":"db"}'
+	[ "$(cat "$S/db")" = pw ]
+	[ "$(stat -c %a "$S/db")" = 640 ]
+}
+
+@test "POST /v1/secrets answers 400 for bad JSON or field types and 422 for refused secrets" {
+	start_stereod
+	run ipc POST /v1/secrets '{"name":"db",'
+	assert_output --partial '400 {"error":"invalid JSON: '
+	run ipc POST /v1/secrets '{"name":"db","value":5}'
+	assert_output '400 {"error":"payload.value: expected a string"}'
+	run ipc POST /v1/secrets '{"name":"../db","value":"x"}'
+	assert_output --partial '422 {"error":"name must not contain'
+	run ipc POST /v1/secrets '{"name":"db","value":"x","mode":4095}'
+	assert_output --partial '422 {"error":"mode 07777'
+	[ -z "$(ls -A "$S")" ]
+}
+
+@test "GET /v1/secrets lists names sorted, [] when none, hiding temp files and non-files" {
+	start_stereod
+	run ipc GET /v1/secrets
+	assert_output '200 {"secrets":[]}'
+	ipc POST /v1/secrets '{"name":"zeta","value":"1"}'
+	ipc POST /v1/secrets '{"name":"alpha","value":"2"}'
+	: >"$S/.alpha.tmp-123"
+	mkdir "$S/adir"
+	run ipc GET /v1/secrets
+	assert_output '200 {"secrets":["alpha","zeta"]}'
+}
+
+@test "DELETE /v1/secrets/NAME removes it, succeeds when missing, refuses bad names" {
+	start_stereod
+	ipc POST /v1/secrets '{"name":"gone","value":"1"}'
+	run ipc DELETE /v1/secrets/gone
+	assert_output '200 {"status":"ok","name":"gone"}'
+	[ ! -e "$S/gone" ]
+	run ipc DELETE /v1/secrets/never-was
+	assert_output '200 {"status":"ok","name":"never-was"}'
+	run ipc DELETE /v1/secrets/
+	assert_output '400 {"error":"secret name is missing"}'
+	run ipc DELETE /v1/secrets/%2e%2e
+	assert_output --partial '422 {"error":"name must not be'
+	run ipc DELETE /v1/secrets/a%2fb
+	assert_output --partial '422'
+	run ipc DELETE /v1/secrets/a%zz
+	assert_output '400 {"error":"bad percent-encoding in the path"}'
+}
+
+@test "without --allow-disk-secrets a non-root daemon refuses secrets on persistent storage" {
+	NOBODY=$(mktemp -d /tmp/stereod-nobody.XXXXXX)
+	chmod 755 "$NOBODY"
+	R=$NOBODY/root S=$R/run/stereos/secrets
+	mkdir -p "$R"
+	chown -R 65534:65534 "$NOBODY"
+	setpriv --reuid 65534 --regid 65534 --clear-groups \
+		stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
+		3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
+	STEREOD_PID=$!
+	wait_ready
+	run secret '"k"'
+	assert_output --partial '"ok":false,"error":"refusing to write a secret to persistent storage: '
+	[ ! -e "$S/k" ]
+	grep -q 'secrets dir is not a tmpfs: secrets will be refused' "$LOG"
+}
+
+@test "as root, stereod mounts a tmpfs on the secrets dir and writes secrets there" {
+	unshare -m --propagation private \
+		stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
+		--poweroff none 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
+	STEREOD_PID=$!
+	wait_ready
+	grep -q "msg=\"mounted a tmpfs on the secrets dir\"" "$LOG"
+	awk -v p="$S" '$5 == p { print $9 }' "/proc/$STEREOD_PID/mountinfo" | grep -qx tmpfs
+	run secret '"k"'
+	assert_output --partial '"ok":true'
+	[ "$(nsenter -t "$STEREOD_PID" -m cat "$S/k")" = v4lue ]
+	[ ! -e "$S/k" ]    # not on the disk outside the namespace
+}

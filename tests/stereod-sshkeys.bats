@@ -1,0 +1,126 @@
+#!/usr/bin/env bats
+# stereod inject_ssh_key: ~/.ssh/authorized_keys replaced (upstream) or appended once, with
+# the user's ownership and modes, key validation, and a hostile user's symlinks.
+load helpers
+load helpers/stereod
+
+setup() {
+	stereod_setup
+	H=$R/home/agent
+	KEY='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl host@sandbox'
+}
+teardown() { stop_stereod; }
+
+inject() {   # inject USER KEY [APPEND]
+	local extra=${3:+,\"append\":$3}
+	jq -nc --arg u "$1" --arg k "$2" '{type:"inject_ssh_key",payload:{user:$u,public_key:$k}}' |
+		sed "s/}}\$/$extra}}/" | nd
+}
+
+@test "inject_ssh_key replaces authorized_keys with the key, owned by the user, 0600 in a 0700 ~/.ssh" {
+	mkdir -p "$H/.ssh"
+	echo 'ssh-rsa AAAAold old@key' >"$H/.ssh/authorized_keys"
+	start_stereod
+	run inject agent "$KEY"
+	assert_output '{"type":"ack","payload":{"reply_to":"inject_ssh_key","ok":true}}'
+	[ "$(cat "$H/.ssh/authorized_keys")" = "$KEY" ]
+	[ "$(tail -c1 "$H/.ssh/authorized_keys" | od -An -c | tr -d ' ')" = '\n' ]
+	[ "$(stat -c '%a %u %g' "$H/.ssh")" = '700 1000 1000' ]
+	[ "$(stat -c '%a %u %g' "$H/.ssh/authorized_keys")" = '600 1000 1000' ]
+	[ "$(ls -A "$H/.ssh")" = authorized_keys ]
+}
+
+@test "inject_ssh_key creates ~/.ssh when it is missing" {
+	start_stereod
+	run inject agent "$KEY"
+	assert_output --partial '"ok":true'
+	[ "$(stat -c '%a %u' "$H/.ssh")" = '700 1000' ]
+}
+
+@test "append: true adds a key once and keeps the others" {
+	mkdir -p "$H/.ssh"
+	printf 'ssh-rsa AAAAold old@key\n' >"$H/.ssh/authorized_keys"
+	start_stereod
+	run inject agent "$KEY" true
+	assert_output --partial '"ok":true'
+	run inject agent "${KEY% *} other-comment" true
+	assert_output --partial '"ok":true'
+	run cat "$H/.ssh/authorized_keys"
+	assert_output "ssh-rsa AAAAold old@key
+$KEY"
+}
+
+@test "every allowed key type is accepted and anything else is refused" {
+	start_stereod
+	for t in ssh-ed25519 ssh-rsa ecdsa-sha2-nistp256 ecdsa-sha2-nistp384 ecdsa-sha2-nistp521 \
+		sk-ssh-ed25519@openssh.com sk-ecdsa-sha2-nistp256@openssh.com; do
+		run inject agent "$t AAAAB3Nza c"
+		assert_output --partial '"ok":true'
+	done
+	for k in 'ssh-dss AAAAB3 c' 'ssh-ed25519' 'ssh-ed25519AAAA' '' 'garbage' "$(printf 'ssh-rsa AAAA a\nssh-rsa BBBB b')"; do
+		run inject agent "$k"
+		assert_output --partial '"reply_to":"inject_ssh_key","ok":false'
+	done
+}
+
+@test "inject_ssh_key refuses unknown users and bad payloads" {
+	start_stereod
+	run inject nobody-here "$KEY"
+	assert_output --partial '"ok":false,"error":"unknown user nobody-here"'
+	run inject "" "$KEY"
+	assert_output --partial '"ok":false'
+	run nd <<<'{"type":"inject_ssh_key","payload":{"user":"agent","public_key":7}}'
+	assert_output --partial '"error":"payload.public_key: expected a string"'
+	run nd <<<'{"type":"inject_ssh_key","payload":{"user":"agent","public_key":"ssh-rsa A b","append":1}}'
+	assert_output --partial '"error":"payload.append: expected a boolean"'
+}
+
+@test "a symlinked ~/.ssh is refused and root writes and chowns nothing outside the home" {
+	mkdir -p "$BATS_TEST_TMPDIR/victim"
+	echo precious >"$BATS_TEST_TMPDIR/victim/authorized_keys"
+	ln -s "$BATS_TEST_TMPDIR/victim" "$H/.ssh"
+	chown -h 1000:1000 "$H/.ssh"
+	start_stereod
+	run inject agent "$KEY"
+	assert_output --partial '"ok":false,"error":"opening '
+	assert_output --partial 'it is a symlink or not a directory'
+	[ "$(cat "$BATS_TEST_TMPDIR/victim/authorized_keys")" = precious ]
+	[ "$(stat -c '%u %a' "$BATS_TEST_TMPDIR/victim")" = "0 $(stat -c %a "$BATS_TEST_TMPDIR/victim")" ]
+	[ "$(stat -c %u "$BATS_TEST_TMPDIR/victim/authorized_keys")" = 0 ]
+	[ "$(ls -A "$BATS_TEST_TMPDIR/victim")" = authorized_keys ]
+}
+
+@test "a symlinked authorized_keys is replaced, never followed" {
+	echo precious >"$BATS_TEST_TMPDIR/shadow"
+	mkdir -p "$H/.ssh"
+	chown 1000:1000 "$H/.ssh"
+	ln -s "$BATS_TEST_TMPDIR/shadow" "$H/.ssh/authorized_keys"
+	start_stereod
+	run inject agent "$KEY"
+	assert_output --partial '"ok":true'
+	[ ! -L "$H/.ssh/authorized_keys" ]
+	[ "$(cat "$H/.ssh/authorized_keys")" = "$KEY" ]
+	[ "$(cat "$BATS_TEST_TMPDIR/shadow")" = precious ]
+	[ "$(stat -c %u "$BATS_TEST_TMPDIR/shadow")" = 0 ]
+}
+
+@test "append through a symlinked authorized_keys is refused and reads nothing outside" {
+	echo 'ssh-rsa AAAAsecret root@elsewhere' >"$BATS_TEST_TMPDIR/shadow"
+	mkdir -p "$H/.ssh"
+	ln -s "$BATS_TEST_TMPDIR/shadow" "$H/.ssh/authorized_keys"
+	start_stereod
+	run inject agent "$KEY" true
+	assert_output --partial '"ok":false,"error":"opening authorized_keys: it is a symlink"'
+	[ -L "$H/.ssh/authorized_keys" ]
+	[ "$(cat "$BATS_TEST_TMPDIR/shadow")" = 'ssh-rsa AAAAsecret root@elsewhere' ]
+}
+
+@test "a symlinked home directory is refused" {
+	rm -rf "$H"
+	mkdir -p "$BATS_TEST_TMPDIR/elsewhere"
+	ln -s "$BATS_TEST_TMPDIR/elsewhere" "$H"
+	start_stereod
+	run inject agent "$KEY"
+	assert_output --partial '"ok":false'
+	[ -z "$(ls -A "$BATS_TEST_TMPDIR/elsewhere")" ]
+}
