@@ -219,8 +219,9 @@ static int run_init(struct init_opts *o)
 		if (rc < 0 && !power_done()) {
 			/* the loop itself broke: nothing can be supervised any more, so stop cleanly */
 			log_error("event loop failed", "error=\"%s\"", strerror(-rc));
-			if (!o->system)
-				break;
+			if (o->system)
+				emergency("the event loop");
+			break;
 		}
 	}
 	status_write(o, c.s, "stopped");

@@ -387,8 +387,8 @@ static void on_ready(struct loop *l, int fd, uint32_t ev, void *ctx)
 		log_warn("notification fd closed before readiness", "name=%s", sv->def.name);
 		return;
 	}
-	cancel_timer(s, sv);
 	if (sv->state == SVC_STARTING) {
+		cancel_timer(s, sv);   /* the ready timeout; never a stop's kill timer */
 		log_info("service ready", "name=%s pid=%d", sv->def.name, (int)sv->pid);
 		set_state(s, sv, SVC_READY);
 	}
@@ -441,6 +441,7 @@ static void stop_svc(struct super *s, struct svc *sv)
 	if (sv->state == SVC_STOPPING)
 		return;
 	cancel_timer(s, sv);
+	close_ready(s, sv);
 	log_info("stopping service", "name=%s pid=%d", sv->def.name, (int)sv->pid);
 	kill_svc(sv, SIGTERM);
 	sv->timer = loop_timer(s->l, s->o->stop_timeout_ms, stop_timeout, sv);
@@ -598,7 +599,9 @@ int super_command(struct super *s, const char *cmd, const char *arg, char *err)
 		log_info("service released", "name=%s by=control", arg);
 		release(s, sv);
 	} else if (!strcmp(cmd, "start")) {
-		if (alive(sv) && sv->state != SVC_STOPPING)
+		if (sv->state == SVC_STOPPING)
+			return errf(err, "service '%s' is still stopping", arg);
+		if (alive(sv))
 			return 0;
 		if (sv->broken)
 			return errf(err, "service '%s' has a missing or cyclic dependency", arg);

@@ -377,3 +377,36 @@ subreaper_teardown() {
 	grep -q 'msg="killing remaining processes" signal=KILL' "$LOG"
 	asan_clean "$LOG"
 }
+
+@test "the control socket answers status, refuses an over-long line and keeps serving" {
+	svc up "exec=/bin/sleep 1000"
+	start_init
+	wait_state up running
+	run sinit --ctl status --root "$R"
+	assert_success
+	echo "$output" | jq -e '.ok and .status.services[0].name == "up" and .status.services[0].state == "running"'
+	run /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"x" * 600)
+print(s.recv(4096).decode().strip())
+' "$R/run/stereos/init.sock"
+	assert_output '{"ok":false,"error":"command line too long"}'
+	run sinit --ctl stop up --root "$R"
+	assert_success
+	wait_state up stopped
+}
+
+@test "--ctl start refuses a service that is still stopping" {
+	svc stubborn "exec=/bin/sh -c 'trap \"\" TERM; echo up >> $EV; while :; do sleep 0.05; done'"
+	start_init --stop-timeout 2s
+	wait_for events_has up
+	sinit --ctl stop stubborn --root "$R"
+	wait_state stubborn stopping
+	run sinit --ctl start stubborn --root "$R"
+	assert_failure 1
+	assert_output --partial "is still stopping"
+	wait_state stubborn stopped
+	assert_equal "$(field stubborn last_exit)" "signal 9"
+}
