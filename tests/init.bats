@@ -348,6 +348,8 @@ only_one_child() {
 # Not PID 1: init makes itself a subreaper, so orphans of its services come back to it.
 subreaper_teardown() {
 	if [ -n "${SPID:-}" ]; then
+		# a killed subreaper leaves its services running: kill them first, by pid
+		kill -KILL $(cat /proc/"$SPID"/task/*/children 2>/dev/null) 2>/dev/null
 		kill -KILL "$SPID" 2>/dev/null
 		wait "$SPID" 2>/dev/null
 	fi
