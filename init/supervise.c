@@ -241,10 +241,12 @@ int super_load(struct super *s)
 			log_error("too many services", "name=%s max=%d", defs[j].name, SVC_MAX);
 			continue;
 		}
-		if (!sv)
+		if (sv) {
+			cancel_timer(s, sv);
+			close_ready(s, sv);
+		} else {
 			sv = &s->svcs[s->n++];
-		cancel_timer(s, sv);
-		close_ready(s, sv);
+		}
 		memset(sv, 0, sizeof *sv);
 		svconf_copy(&sv->def, &defs[j]);
 		sv->ready_fd = -1;
