@@ -98,11 +98,25 @@ static bool missing(const struct region *r, uint64_t p)
 	return !page_bit(r->installed, p);
 }
 
+static enum serve_rc prefetch_run(struct server *S);
+
 enum serve_rc prefetch_step(struct server *S)
 {
 	struct prefetch *pf = &S->pf;
 	if (!pf->step_pages)
 		pf->step_pages = STEP_BYTES / S->page ? STEP_BYTES / S->page : 1;
+	/* several runs per step, up to STEP_BYTES in all, then back to the demand faults */
+	uint64_t budget = STEP_BYTES, start = S->c.prefetch_bytes;
+	enum serve_rc rc = SERVE_OK;
+	while (rc == SERVE_OK && !pf->done && S->c.prefetch_bytes - start < budget)
+		rc = prefetch_run(S);
+	return rc;
+}
+
+/* One run: the next trace entry's window, else the next missing run in address order. */
+static enum serve_rc prefetch_run(struct server *S)
+{
+	struct prefetch *pf = &S->pf;
 	/* the trace first: each entry with its fault-around window */
 	while (pf->ti < pf->ntrace) {
 		uint64_t off = pf->trace[pf->ti++];

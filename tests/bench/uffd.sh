@@ -1,0 +1,151 @@
+#!/bin/sh
+# uffd.sh - stereo-uffd against floors measured in the same run (shared/spec/performance.md):
+# demand faults (sequential and random touch), fault-around, prefetch-all and pack.
+# One image for everything: UFFD_BENCH_MIB (default 256) MiB, ~30% non-zero pages in runs of
+# 1-64 pages, on tmpfs. Floors are tests/helpers/uffd_floor.c; the client is fc_standin
+# (Firecracker 1.12 handshake, one touching thread). Prints floor, ours and the ratio.
+set -eu
+top=${STEREO_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+bin=${STEREO_BIN:-$top/stereo}
+t=${STEREO_T:-$top/build/t}
+mib=${UFFD_BENCH_MIB:-256}
+w=$(mktemp -d /dev/shm/uffd-bench.XXXXXX)
+srv=""
+cleanup() {
+	[ -n "$srv" ] && kill -9 "$srv" 2>/dev/null
+	rm -rf "$w"
+}
+trap cleanup EXIT INT TERM
+
+wait_line() {   # wait_line FILE PATTERN: up to 10 s
+	i=0
+	while ! grep -q "$2" "$1" 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 1000 ] && { echo "uffd bench: timed out waiting for $2 in $1" >&2; exit 1; }
+		sleep 0.01
+	done
+}
+
+standin() {   # standin ARGS: prints touch_ns
+	"$t/fc_standin" --socket "$w/s.sock" --image "$w/img" --version 1.12 --no-verify --timeout 300 "$@" |
+		sed -n 's/^touch_ns=\([0-9]*\).*/\1/p'
+}
+
+floor() {   # floor MODE STANDIN_ARGS...: touch ns (or prefetch ns for bulk modes, in $w/floor.out)
+	mode=$1
+	shift
+	rm -f "$w/s.sock" "$w/floor.out"
+	"$t/uffd_floor" "$mode" --socket "$w/s.sock" --image "$w/img" > "$w/floor.out" &
+	srv=$!
+	wait_line "$w/floor.out" listening
+	standin "$@"
+	wait "$srv"
+	srv=""
+}
+
+ours() {   # ours "SERVE ARGS" STANDIN_ARGS...: touch ns
+	sargs=$1
+	shift
+	rm -f "$w/s.sock" "$w/ready"
+	# shellcheck disable=SC2086
+	"$bin" stereo-uffd serve --socket "$w/s.sock" --dir "$w/snap" --ready-fd 3 $sargs \
+		3>"$w/ready" 2>"$w/serve.log" &
+	srv=$!
+	wait_line "$w/ready" listening
+	standin "$@"
+	wait "$srv"
+	srv=""
+}
+
+pages=$((mib * 256))
+row() {   # row LABEL FLOOR_NS OURS_NS UNITS_PER_RUN UNIT
+	awk -v l="$1" -v f="$2" -v o="$3" -v n="$4" -v u="$5" -v b="$((mib * 1048576))" 'BEGIN {
+		printf "%-44s floor %8.2f us/%s %7.0f MB/s | ours %8.2f us/%s %7.0f MB/s | ratio %.2f\n",
+			l, f / 1000 / n, u, b / f * 1000, o / 1000 / n, u, b / o * 1000, o / f }'
+}
+
+echo "image: $mib MiB ($pages pages), ~30% non-zero in runs of 1-64 pages, /dev/shm"
+"$t/uffd_floor" mkimg "$w/img" "$mib"
+cat "$w/img" > /dev/null
+
+# ---- pack ----------------------------------------------------------------------------------
+t0=$(date +%s%N); cat "$w/img" > /dev/null; t1=$(date +%s%N)
+"$bin" stereo-uffd pack "$w/img" "$w/snap" > /dev/null
+rm -rf "$w/snap"
+t2=$(date +%s%N); "$bin" stereo-uffd pack "$w/img" "$w/snap" > /dev/null; t3=$(date +%s%N)
+awk -v c=$((t1 - t0)) -v p=$((t3 - t2)) -v b="$((mib * 1048576))" 'BEGIN {
+	printf "%-44s floor %6.2f GB/s (cat > /dev/null) | ours %6.2f GB/s | ratio %.2f (target >= 2 GB/s)\n",
+		"pack from page cache", b / c, b / p, (b / p) / (b / c) }'
+
+# ---- demand faults (best of $reps runs each, floor and ours interleaved) -------------------
+reps=${UFFD_BENCH_REPS:-3}
+best() {   # best CURRENT NEW: the smaller
+	if [ -z "$1" ] || [ "$2" -lt "$1" ]; then echo "$2"; else echo "$1"; fi
+}
+for order in seq random; do
+	f="" o="" f64="" o64=""
+	for _ in $(seq "$reps"); do
+		f=$(best "$f" "$(floor raw --touch $order)")
+		o=$(best "$o" "$(ours "--fault-around 4K" --touch $order)")
+		f64=$(best "$f64" "$(floor raw64k --touch $order)")
+		o64=$(best "$o64" "$(ours "" --touch $order)")
+	done
+	row "demand 4 KiB, $order touch, per fault" "$f" "$o" "$pages" fault
+	echo "   (target: ours <= 1.1x the raw round trip)"
+	row "fault-around 64 KiB, $order, per page" "$f64" "$o64" "$pages" page
+	awk -v r="$f" -v o="$o64" 'BEGIN { printf "   ours (64 KiB fault-around) is %.1fx fewer us per page than raw 4 KiB (target >= 8x)\n", r / o }'
+done
+
+# ---- prefetch everything (best of $reps) ----------------------------------------------------
+held() {   # held: a stand-in that touches nothing and stays until $w/go exists
+	rm -f "$w/go"
+	"$t/fc_standin" --socket "$w/s.sock" --image "$w/img" --version 1.12 --touch none --no-verify \
+		--hold "$w/go" --timeout 300 > /dev/null &
+	st=$!
+}
+bulk() {   # bulk MODE: prefetch ns of a floor
+	rm -f "$w/s.sock" "$w/floor.out"
+	"$t/uffd_floor" "$1" --socket "$w/s.sock" --image "$w/img" > "$w/floor.out" &
+	srv=$!
+	wait_line "$w/floor.out" listening
+	held
+	wait_line "$w/floor.out" prefetch_ns
+	touch "$w/go"
+	wait "$st"
+	wait "$srv"
+	srv=""
+	sed -n 's/^prefetch_ns=\([0-9]*\).*/\1/p' "$w/floor.out"
+}
+prefetch_ours() {
+	rm -f "$w/s.sock" "$w/ready" "$w/stats.json"
+	"$bin" stereo-uffd serve --socket "$w/s.sock" --dir "$w/snap" --ready-fd 3 --prefetch all \
+		--stats "$w/stats.json" 3>"$w/ready" 2>"$w/serve.log" &
+	srv=$!
+	wait_line "$w/ready" listening
+	held
+	i=0
+	until grep -q '"prefetch_done":true' "$w/stats.json" 2>/dev/null; do
+		kill -USR1 "$srv"
+		sleep 0.02
+		i=$((i + 1))
+		[ $i -gt 1500 ] && { echo "uffd bench: prefetch did not finish" >&2; exit 1; }
+	done
+	touch "$w/go"
+	wait "$st"
+	wait "$srv"
+	srv=""
+	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["prefetch_ns"])' "$w/stats.json"
+}
+b2m="" bz="" pw="" pf=""
+for _ in $(seq "$reps"); do
+	b2m=$(best "$b2m" "$(bulk bulk2m)")
+	bz=$(best "$bz" "$(bulk bulkzero)")
+	pw=$(best "$pw" "$(bulk pagewise)")
+	pf=$(best "$pf" "$(prefetch_ours)")
+done
+awk -v b2m="$b2m" -v bz="$bz" -v pw="$pw" -v o="$pf" -v b="$((mib * 1048576))" 'BEGIN {
+	printf "%-44s %6.2f GB/s (%.1f ms)\n", "floor: raw 2 MiB UFFDIO_COPY ceiling", b / b2m, b2m / 1e6
+	printf "%-44s %6.2f GB/s (%.1f ms)\n", "floor: raw 2 MiB COPY + ZEROPAGE zero runs", b / bz, bz / 1e6
+	printf "%-44s %6.2f GB/s (%.1f ms)\n", "floor: page-by-page pread + COPY (Wrenn)", b / pw, pw / 1e6
+	printf "%-44s %6.2f GB/s (%.1f ms)\n", "ours: --prefetch all", b / o, o / 1e6
+	printf "   ours / 2 MiB ceiling %.2f (target >= 0.9), ours / page-by-page %.2f (target >= 2)\n", b2m / o, pw / o }'
