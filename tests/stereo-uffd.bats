@@ -245,6 +245,30 @@ assert 10 * 4096 in [l["served_bytes"] for l in j["layers"]], j'
 	assert_equal "$SRC" 0
 }
 
+@test "REMOVE racing readers: EAGAIN is retried, and no read after a drop sees snapshot data" {
+	mkimg dense "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --stats "$D/stats.json"
+	run standin --image "$D/img" --threads 2 --churn 0:262144:200
+	assert_success
+	assert_output --partial "churn 0:262144 x200 reads zero"
+	serve_wait
+	assert_equal "$SRC" 0
+	assert_equal "$(stat_of removes)" 200
+}
+
+@test "the peer exiting in the middle of prefetch is a clean exit" {
+	mkimg sparse "$D/img" 8192
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --prefetch all
+	run standin --image "$D/img" --touch none --no-verify --version 1.10
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+	run cat "$D/serve.log"
+	refute_output --partial "killed"
+}
+
 @test "handshake: the Firecracker 1.6 field set (no page size) is served" {
 	mkimg sparse "$D/img"
 	stereo-uffd pack "$D/img" "$D/snap"

@@ -8,7 +8,8 @@
  * usage: fc_standin --socket PATH --image FILE [--version 1.6|1.10|1.12] [--balloon]
  *        [--variant normal|extra|nofd|twofds|garbage|unaligned] [--regions N] [--hole]
  *        [--huge] [--touch seq|random|none] [--threads N] [--no-verify]
- *        [--dontneed OFF:LEN ...] [--outside] [--timeout SEC] [--hold FILE]
+ *        [--dontneed OFF:LEN ...] [--churn OFF:LEN:ITERS] [--outside] [--timeout SEC]
+ *        [--hold FILE]
  * Prints "touch_ns=N pages=N" and "ok ..." on success; exit 1 with a reason otherwise.
  */
 #include "common/stereo.h"
@@ -66,6 +67,25 @@ static void *toucher(void *arg)
 	for (uint64_t i = (uint64_t)t; i < npages; i += (uint64_t)nthreads)
 		sink ^= *(volatile uint8_t *)addr_of(order[i] * page);
 	(void)sink;
+	return NULL;
+}
+
+/* --churn: readers race MADV_DONTNEED on one range; once a drop has finished, no read may
+ * see snapshot data again (the server must serve removed pages as zeros) */
+static uint8_t *churn_at;
+static uint64_t churn_len;
+static volatile int churn_stop, churn_dropped, churn_bad;
+
+static void *churn_reader(void *arg)
+{
+	uint64_t i = (uint64_t)(long)arg * page;
+	while (!churn_stop) {
+		int after = __atomic_load_n(&churn_dropped, __ATOMIC_ACQUIRE);
+		uint8_t v = *(volatile uint8_t *)(churn_at + i);
+		if (after && v)
+			churn_bad = 1;
+		i = (i + 7 * page) % churn_len;
+	}
 	return NULL;
 }
 
@@ -139,10 +159,10 @@ int main(int argc, char **argv)
 		{"touch", required_argument, NULL, 't'}, {"threads", required_argument, NULL, 'T'},
 		{"no-verify", no_argument, NULL, 'n'}, {"dontneed", required_argument, NULL, 'd'},
 		{"outside", no_argument, NULL, 'o'}, {"timeout", required_argument, NULL, 'w'},
-		{"hold", required_argument, NULL, 'W'},
+		{"hold", required_argument, NULL, 'W'}, {"churn", required_argument, NULL, 'c'},
 		{0},
 	};
-	const char *hold = NULL, *sock = NULL, *image = NULL, *version = "1.12", *variant = "normal", *touch = "seq";
+	const char *churn = NULL, *hold = NULL, *sock = NULL, *image = NULL, *version = "1.12", *variant = "normal", *touch = "seq";
 	bool balloon = false, hole = false, huge = false, verify = true, outside = false;
 	char *dontneed[16];
 	int ndontneed = 0, timeout = 30, c;
@@ -163,6 +183,7 @@ int main(int argc, char **argv)
 		case 'o': outside = true; break;
 		case 'w': timeout = atoi(optarg); break;
 		case 'W': hold = optarg; break;
+		case 'c': churn = optarg; break;
 		default: return EXIT_USAGE;
 		}
 	}
@@ -316,6 +337,32 @@ int main(int argc, char **argv)
 		if (verify && verify_range(imgfd, 0, memsize))
 			return EXIT_FAIL;
 		printf("dontneed %llu:%llu reads zero\n", o, l);
+	}
+	if (churn) {
+		unsigned long long o, l, iters;
+		if (sscanf(churn, "%llu:%llu:%llu", &o, &l, &iters) != 3 || o % page || l % page || !l ||
+		    o + l > memsize || !addr_of(o) || addr_of(o + l - 1) - addr_of(o) != (ptrdiff_t)(l - 1))
+			die(EXIT_USAGE, "--churn %s: OFF:LEN:ITERS inside one region", churn);
+		churn_at = addr_of(o);
+		churn_len = l;
+		pthread_t th[64];
+		for (long t = 0; t < nthreads; t++)
+			pthread_create(&th[t], NULL, churn_reader, (void *)t);
+		for (unsigned long long k = 0; k < iters; k++) {
+			if (madvise(churn_at, l, MADV_DONTNEED))
+				die_sys(EXIT_FAIL, "madvise(MADV_DONTNEED)");
+			__atomic_store_n(&churn_dropped, 1, __ATOMIC_RELEASE);
+		}
+		churn_stop = 1;
+		for (int t = 0; t < nthreads; t++)
+			pthread_join(th[t], NULL);
+		if (churn_bad)
+			die(EXIT_FAIL, "a read after MADV_DONTNEED saw snapshot data");
+		dropped[ndropped][0] = o;
+		dropped[ndropped++][1] = l;
+		if (verify && verify_range(imgfd, 0, memsize))
+			return EXIT_FAIL;
+		printf("churn %llu:%llu x%llu reads zero\n", o, l, iters);
 	}
 	printf("ok %llu pages verified=%d\n", (unsigned long long)npages, verify);
 	fflush(stdout);
