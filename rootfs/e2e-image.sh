@@ -3,7 +3,8 @@
 probe=$top/build/rootfs/e2e-probe
 if [ ! -x "$probe" ] || [ "$top/rootfs/e2e-probe.c" -nt "$probe" ]; then
 	${CC:-cc} -static -O2 -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -s \
-		-o "$probe" "$top/rootfs/e2e-probe.c" || fail "building the e2e probe failed"
+		-o "$probe.$$" "$top/rootfs/e2e-probe.c" || fail "building the e2e probe failed"
+	mv "$probe.$$" "$probe"
 fi
 cp "$probe" "$stage/bin/e2e-probe"
 mkdir -p "$stage/mnt/e2e" "$stage/etc/stereos/services"

@@ -31,6 +31,9 @@ resolve_pkg() {
 }
 
 mkdir -p "$KDIR"
+# one fetch at a time (make test and make bench may build images together)
+exec 9>"$KDIR/.lock"
+flock -w 600 9 || fail "waited 10 minutes for $KDIR/.lock"
 pkg=$(resolve_pkg || true)
 if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
 	say "apt knows no linux-image-amd64 yet; running apt-get update"
