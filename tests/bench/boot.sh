@@ -1,9 +1,9 @@
 #!/bin/sh
 # boot.sh - boot-to-ready of the production image under QEMU (QEMU start -> `stereo-host
 # wait-ready` returns), median of 3, and the image size with and without kernel modules.
-# Floor: the same QEMU and kernel with an initramfs whose PID 1 (floor-init.c) powers off at
-# once, from QEMU start until QEMU exits: the cost of firmware + kernel that no rootfs can
-# remove. Ours minus the floor is what the image adds (decompressing it, module loading,
+# Floor: the same vm.sh (QEMU, kernel, command line, devices) with an initramfs whose PID 1
+# (floor-init.c) powers off at once, from QEMU start until QEMU exits: the cost of firmware
+# and kernel that no rootfs can remove. Ours minus the floor is what the image adds (decompressing it, module loading,
 # network set-up, stereod start, the first reply through QEMU's forwarder).
 # Figures only; nothing is asserted (performance.md: target <= 3 s under TCG).
 set -eu
@@ -35,11 +35,8 @@ sh "$top/rootfs/mkcpio.sh" "$out/floor" > "$out/floor.cpio"
 : > "$out/floor.txt"
 for _ in $(seq $runs); do
 	t0=$(ms_now)
-	qemu-system-x86_64 -machine q35 -accel tcg -m 256 -smp 1 -nodefaults -no-reboot \
-		-display none -serial "file:$out/floor.log" -kernel "$kdir/vmlinux" \
-		-initrd "$out/floor.cpio" -append "console=ttyS0 quiet panic=-1" \
-		-netdev user,id=n0,restrict=on -device virtio-net-pci,netdev=n0,romfile= \
-		</dev/null >/dev/null 2>&1
+	timeout 60 sh "$top/rootfs/vm.sh" --image "$out/floor.cpio" --share "$out/share" \
+		--serial "$out/floor.log" </dev/null >/dev/null 2>&1 || echo "boot: floor run failed" >&2
 	echo $(( $(ms_now) - t0 )) >> "$out/floor.txt"
 done
 floor=$(median < "$out/floor.txt")
