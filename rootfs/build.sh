@@ -32,7 +32,7 @@ bin=${STEREO_BIN:-$top/stereo}
 ! ldd "$bin" >/dev/null 2>&1 || fail "$bin is not statically linked (CONFIG_STATIC)"
 "$bin" --list | grep -qx init || fail "$bin has no init applet (see make menuconfig)"
 
-mkdir -p "$(dirname "$out")"
+mkdir -p "$(dirname "$out")" "$top/build/rootfs"
 stage=$(mktemp -d "$top/build/rootfs/stage.XXXXXX")
 spec=$stage.spec
 trap 'rm -rf "$stage" "$spec"' EXIT

@@ -48,7 +48,7 @@ fi
 case $pkg in linux-image-*) ;; *) fail "unexpected package name: $pkg" ;; esac
 
 # Up to date: same package, every output present.
-if [ "$(cat "$KDIR/pkg" 2>/dev/null)" = "$pkg" ] && [ -s "$KDIR/vmlinux" ] && [ -s "$KDIR/modules.order" ]; then
+if [ "$(cat "$KDIR/pkg" 2>/dev/null)" = "$pkg" ] && [ -s "$KDIR/vmlinux" ] && [ -f "$KDIR/modules.order" ]; then
 	exit 0
 fi
 
