@@ -73,6 +73,13 @@ teardown() {
 	echo "# boot to ready: $ms ms (QEMU start -> wait-ready returned)" >&3
 }
 
+@test "the forwarded control port listens on loopback only" {
+	run ss -Hltn "sport = :$(cat "$E2E/port")"
+	assert_success
+	assert_output --partial "127.0.0.1:$(cat "$E2E/port") "
+	assert_equal "$(echo "$output" | grep -c .)" 1
+}
+
 @test "health shows the state and an uptime" {
 	run host health
 	assert_success
