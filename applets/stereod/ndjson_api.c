@@ -519,6 +519,19 @@ void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const cha
 	buf_free(&line);
 }
 
+int ndjson_close_stale(struct ndjson_server *s, struct nconn *keep)
+{
+	int n = 0;
+	for (struct nconn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		if (c == keep || (c->subscribed && !c->closing && !c->draining))
+			continue;
+		conn_close(c);
+		n++;
+	}
+	return n;
+}
+
 struct ndjson_server *ndjson_server_new(struct stereod *d, int lfd)
 {
 	struct ndjson_server *s = calloc(1, sizeof *s);

@@ -7,6 +7,7 @@
 #ifndef STEREOD_H
 #define STEREOD_H
 #include "common/stereo.h"
+#include "snapshot.h"
 
 enum lc_state { ST_BOOTING, ST_READY, ST_HEALTHY, ST_DEGRADED, ST_SHUTDOWN };
 enum lc_event { EV_STARTED, EV_AGENT_RUNNING, EV_AGENT_ERROR, EV_AGENTD_LOST, EV_SHUTDOWN };
@@ -45,6 +46,7 @@ struct stereod {
 	char shutdown_reason[256];
 	pid_t poweroff_pid;
 	struct ndjson_server *ndjson;
+	struct snapshot *snap;        /* snapshot_api.c */
 	struct http_server *ipc;
 	uint64_t poll_timer;
 	bool poll_in_flight, stopping;
@@ -87,6 +89,8 @@ struct ndjson_server *ndjson_server_new(struct stereod *d, int listen_fd);
 void ndjson_server_free(struct ndjson_server *s);
 /* Send a lifecycle push to every connection that sent "subscribe". */
 void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message);
+/* After a VM restore: close every connection but keep and the subscribers; how many closed. */
+int ndjson_close_stale(struct ndjson_server *s, struct nconn *keep);
 
 /* ipc_api.c: the HTTP API on the unix socket */
 struct http_server *ipc_server_new(struct stereod *d, int listen_fd);
