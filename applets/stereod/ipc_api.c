@@ -172,6 +172,11 @@ static void post_shutdown(struct ipc_req *q)
 	buf_free(&reason);
 }
 
+static void post_snapshot_prepare(struct ipc_req *q) { ipc_snapshot_prepare(q->d, q->c, q->body, q->body_len); }
+static void post_snapshot_abort(struct ipc_req *q) { ipc_snapshot_abort(q->d, q->c, q->body, q->body_len); }
+static void post_restored(struct ipc_req *q) { ipc_restored(q->d, q->c, q->body, q->body_len); }
+static void get_metrics(struct ipc_req *q) { ipc_metrics(q->d, q->c, q->body, q->body_len); }
+
 /* A path ending in "/" takes one more segment, the {name}. */
 static const struct route {
 	const char *method, *path;
@@ -186,6 +191,10 @@ static const struct route {
 	{"GET", "/v1/mounts", get_mounts},
 	{"POST", "/v1/mounts", post_mount},
 	{"POST", "/v1/shutdown", post_shutdown},
+	{"POST", "/v1/snapshot/prepare", post_snapshot_prepare},
+	{"POST", "/v1/snapshot/abort", post_snapshot_abort},
+	{"POST", "/v1/restored", post_restored},
+	{"GET", "/v1/metrics", get_metrics},
 };
 
 static int hexval(char c)

@@ -170,6 +170,10 @@ static const struct msg_type {
 	/* ours: never sent by old clients */
 	{"hello", msg_hello, false},
 	{"subscribe", msg_subscribe, false},
+	{"snapshot_prepare", msg_snapshot_prepare, false},
+	{"snapshot_abort", msg_snapshot_abort, false},
+	{"restored", msg_restored, true},
+	{"get_metrics", msg_get_metrics, false},
 };
 
 static void msg_subscribe(struct req *r)

@@ -225,6 +225,8 @@ static int start(struct stereod *d)
 		goto fail;
 	}
 	log_info("IPC server listening", "socket=%s", d->socket_path);
+	if (snapshot_setup(d, err))
+		goto fail;
 	agentd_start(d);
 	log_info("agentd poller started", "socket=%s interval_ms=%lld", d->agentd_socket, d->poll_ms);
 	lc_event(d, EV_STARTED, "stereod is ready");
@@ -297,6 +299,7 @@ static void stereod_free(struct stereod *d)
 		free(m->fs_type);
 		free(m->target);
 	}
+	snapshot_teardown(d);
 	buf_free(&d->agents_json);
 	free(d->run_dir);
 	free(d->secrets_dir);
