@@ -1,81 +1,81 @@
 #!/usr/bin/env bats
-# snapshot.bats - stereod's snapshot subsystem (prepare/abort, the restore pipeline, restore
-# detection, metrics) driven through build/t/snapdrv: requests on a FIFO, replies and
-# lifecycle pushes in a file. Real filesystems are frozen inside mount namespaces; the wall
-# clock is a fake-clock file (CLOCK_REALTIME has no namespace).
+# snapshot.bats - stereod's snapshot subsystem: prepare/abort (freeze hooks, FIFREEZE on real
+# filesystems, the watchdog), the restore pipeline step by step, restore detection and metrics.
+# stereod runs in mount, UTS or network namespaces where a test touches real kernel state; the
+# wall clock is always a fake-clock file (CLOCK_REALTIME has no namespace).
 load helpers
+load helpers/stereod
 
 setup() {
-	R=$BATS_TEST_TMPDIR/root
-	mkdir -p "$R/dev" "$R/proc/sys/vm" "$R/etc" "$R/run/stereos"
+	stereod_setup
+	mkdir -p "$R/dev" "$R/proc/sys/vm" "$R/run/stereos"
 	ln -s /dev/random "$R/dev/random"
 	: >"$R/proc/sys/vm/drop_caches"
-	CLOCK=$BATS_TEST_TMPDIR/clock
-	OUT=$BATS_TEST_TMPDIR/out
-	LOG=$BATS_TEST_TMPDIR/log
-	DRV=
-	NREQ=0
+	export STEREO_FAKE_CLOCK=$BATS_TEST_TMPDIR/clock
+	CLOCK=$STEREO_FAKE_CLOCK
+	NS=()                          # a prefix that reaches the daemon's network namespace
+	WRITER=
 }
 
 teardown() {
-	if [ -n "$DRV" ]; then
-		exec 7>&-                  # EOF: snapdrv thaws what it froze and exits
-		wait "$DRV" || true
-	fi
-	[ -n "${WRITER:-}" ] && kill "$WRITER" 2>/dev/null || true
-	asan_clean "$LOG"
+	[ -n "$WRITER" ] && kill "$WRITER" 2>/dev/null || true
+	stop_stereod                   # stereod thaws what it froze on the way out
 }
 
-# start_drv [WRAPPER...]: run snapdrv (inside WRAPPER, e.g. unshare -m) on the test root.
-start_drv() {
-	mkfifo "$BATS_TEST_TMPDIR/in"
-	: >"$OUT"
-	STEREO_FAKE_CLOCK=$CLOCK "$@" "$STEREO_T/snapdrv" --root "$R" \
-		<"$BATS_TEST_TMPDIR/in" >"$OUT" 2>"$LOG" &
-	DRV=$!
-	exec 7>"$BATS_TEST_TMPDIR/in"
-	req '{"type":"get_metrics"}'                 # answered: set up and ticking
+# start_snap [WRAPPER...]: stereod on the test root, inside WRAPPER (e.g. unshare -m).
+start_snap() {
+	[ -e "$CLOCK" ] || echo "0 0" >"$CLOCK"
+	rm -f "$BATS_TEST_TMPDIR/ready"
+	"$@" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
+		--allow-disk-secrets 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
+	STEREOD_PID=$!
+	wait_ready
 }
 
-# req JSON: send one request (an id is added) and leave its reply in $reply.
-req() {
-	NREQ=$((NREQ + 1))
-	local id="r$NREQ"
-	echo "{\"id\":\"$id\",${1#\{}" >&7
-	wait_file "$OUT" "\"id\":\"$id\""
-	reply=$(grep "\"id\":\"$id\"" "$OUT")
-}
+# req JSON: one request; its reply in $reply.
+req() { reply=$("${NS[@]}" "$STEREO_T/ndjson_client" "$ADDR" <<<"$1"); }
 
 # step NAME: the first step object of that name in $reply.
 step() { jq -c --arg n "$1" '[.payload.steps[] | select(.step == $n)][0]' <<<"$reply"; }
 
 now_ns() { date +%s%N; }
 
-# start_drv_with_ext4: a fresh ext4 image loop-mounted at $R/mnt inside snapdrv's mount namespace.
-start_drv_with_ext4() {
+# start_snap_with_ext4: a fresh ext4 image loop-mounted at $R/mnt in stereod's mount namespace.
+start_snap_with_ext4() {
 	truncate -s 16M "$BATS_TEST_TMPDIR/fs.img"
 	mkfs.ext4 -q -F "$BATS_TEST_TMPDIR/fs.img"
 	mkdir -p "$R/mnt"
-	start_drv unshare -m --propagation private sh -c \
+	start_snap unshare -m --propagation private sh -c \
 		'mount -o loop "$0" "$1" && shift && exec "$@"' "$BATS_TEST_TMPDIR/fs.img" "$R/mnt"
-	wait_for grep -q " $R/mnt " "/proc/$DRV/mounts"
+	grep -q " $R/mnt " "/proc/$STEREOD_PID/mounts"
 }
 
-in_ns() { nsenter -m -t "$DRV" "$@"; }
+# write_in_ns: append to $R/mnt/file from stereod's mount namespace, then touch $BATS_TEST_TMPDIR/written.
+write_in_ns() {
+	nsenter -m -t "$STEREOD_PID" sh -c 'echo data >"$0/mnt/file" && echo done >"$1"' "$R" \
+		"$BATS_TEST_TMPDIR/written" &
+	WRITER=$!
+}
 
 # blocked PID: the process sleeps uninterruptibly (as a writer on a frozen superblock does).
 blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 
+# subscribe FILE: a subscriber printing its ack and the next push to FILE.
+subscribe() {
+	"${NS[@]}" "$STEREO_T/ndjson_client" --timeout 10000 --lines 2 "$ADDR" \
+		<<<'{"type":"subscribe"}' >"$1" &
+	SUB=$!
+	wait_file "$1" '"reply_to":"subscribe"'
+}
+
 @test "snapshot_prepare freezes a loop-mounted ext4: a write blocks until snapshot_abort thaws" {
-	start_drv_with_ext4
+	start_snap_with_ext4
 	req '{"type":"snapshot_prepare","payload":{"freeze":["/mnt"],"timeout_ms":60000}}'
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" true
 	assert_equal "$(jq -c .payload.frozen <<<"$reply")" '["/mnt"]'
 	assert_equal "$(step freeze | jq -r .ok)" true
 
-	nsenter -m -t "$DRV" sh -c 'echo data >"$0/mnt/file" && echo done >"$1"' "$R" \
-		"$BATS_TEST_TMPDIR/written" &
-	WRITER=$!
+	write_in_ns
 	wait_for blocked "$WRITER"
 	assert_file_not_exists "$BATS_TEST_TMPDIR/written"
 
@@ -83,17 +83,15 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" true
 	assert_equal "$(step thaw | jq -c .thawed)" '["/mnt"]'
 	wait_file "$BATS_TEST_TMPDIR/written"
-	assert_equal "$(in_ns cat "$R/mnt/file")" data
+	assert_equal "$(nsenter -m -t "$STEREOD_PID" cat "$R/mnt/file")" data
 }
 
 @test "the watchdog thaws a frozen filesystem when neither abort nor restore arrives" {
-	start_drv_with_ext4
+	start_snap_with_ext4
 	req '{"type":"snapshot_prepare","payload":{"freeze":["/mnt"],"timeout_ms":300}}'
 	assert_equal "$(jq -r .payload.timeout_ms <<<"$reply")" 300
 	assert_equal "$(jq -c .payload.frozen <<<"$reply")" '["/mnt"]'
-	nsenter -m -t "$DRV" sh -c 'echo data >"$0/mnt/file" && echo done >"$1"' "$R" \
-		"$BATS_TEST_TMPDIR/written" &
-	WRITER=$!
+	write_in_ns
 	wait_file "$BATS_TEST_TMPDIR/written"
 	wait_file "$LOG" 'snapshot watchdog: thawed'
 	req '{"type":"get_metrics"}'
@@ -101,14 +99,14 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 }
 
 @test "restored thaws what snapshot_prepare froze before anything else" {
-	start_drv_with_ext4
+	start_snap_with_ext4
 	req '{"type":"snapshot_prepare","payload":{"freeze":["/mnt","/mnt/."],"timeout_ms":60000}}'
 	assert_equal "$(jq -c '[.payload.steps[] | select(.step == "freeze") | .ok]' <<<"$reply")" '[true,true]'
 	assert_equal "$(jq -c .payload.frozen <<<"$reply")" '["/mnt"]'
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"\"}}"
 	assert_equal "$(jq -r '.payload.steps[0].step' <<<"$reply")" thaw
 	assert_equal "$(step thaw | jq -c .thawed)" '["/mnt"]'
-	in_ns sh -c 'echo data >"$0/mnt/file"' "$R"
+	nsenter -m -t "$STEREOD_PID" sh -c 'echo data >"$0/mnt/file"' "$R"
 }
 
 @test "freeze hooks run by name with freeze, and in reverse with thaw" {
@@ -119,7 +117,7 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 		chmod +x "$R/etc/stereos/hooks/freeze.d/$h"
 	done
 	printf '#!/bin/sh\necho never >>"%s"\n' "$BATS_TEST_TMPDIR/hooks.log" >"$R/etc/stereos/hooks/freeze.d/40-not-executable"
-	start_drv
+	start_snap
 	req '{"type":"snapshot_prepare"}'
 	assert_equal "$(jq -c '[.payload.steps[] | select(.step == "freeze_hook") | .name]' <<<"$reply")" \
 		'["10-a","20-b","30-c"]'
@@ -136,7 +134,7 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 	printf '#!/bin/sh\nexec sleep 100\n' >"$R/etc/stereos/hooks/freeze.d/20-hangs"
 	printf '#!/bin/sh\necho ran >"%s"\n' "$BATS_TEST_TMPDIR/ran" >"$R/etc/stereos/hooks/freeze.d/30-ok"
 	chmod +x "$R/etc/stereos/hooks/freeze.d/"*
-	start_drv
+	start_snap
 	req '{"type":"snapshot_prepare","payload":{"timeout_ms":500,"drop_caches":true}}'
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" false
 	run jq -c '[.payload.steps[] | select(.step == "freeze_hook") | {name, ok, error}]' <<<"$reply"
@@ -149,8 +147,8 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 
 @test "snapshot_prepare reports each filesystem it cannot freeze and still drops caches" {
 	mkdir -p "$R/tmpfs"
-	start_drv unshare -m --propagation private sh -c 'mount -t tmpfs none "$0" && exec "$@"' "$R/tmpfs"
-	wait_for grep -q " $R/tmpfs " "/proc/$DRV/mounts"
+	start_snap unshare -m --propagation private sh -c 'mount -t tmpfs none "$0" && exec "$@"' "$R/tmpfs"
+	grep -q " $R/tmpfs " "/proc/$STEREOD_PID/mounts"
 	rm "$R/proc/sys/vm/drop_caches"
 	req '{"type":"snapshot_prepare","payload":{"freeze":["/missing","relative","/tmpfs"],"drop_caches":true}}'
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" false
@@ -162,20 +160,20 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 }
 
 @test "snapshot_prepare rejects a bad payload and does nothing" {
-	start_drv
-	for p in '{"freeze":"/mnt"}' '{"freeze":[1]}' '{"timeout_ms":0}' '{"timeout_ms":"5"}' \
-		'{"drop_caches":1}' '[]'; do
+	start_snap
+	for p in '[]' '{"freeze":"/mnt"}' '{"freeze":[1]}' '{"timeout_ms":0}' '{"timeout_ms":"5"}' \
+		'{"drop_caches":1}'; do
 		req "{\"type\":\"snapshot_prepare\",\"payload\":$p}"
 		assert_equal "$(jq -r .payload.ok <<<"$reply")" false
 		assert_equal "$(jq -r .payload.steps <<<"$reply")" null
 	done
-	assert_equal "$(jq -r .payload.error <<<"$reply")" "payload must be an object"
+	assert_equal "$(jq -r .payload.error <<<"$reply")" "drop_caches must be a boolean"
 	assert_equal "$(cat "$R/proc/sys/vm/drop_caches")" ""
 }
 
 @test "restored steps the wall clock only when it is skewed beyond 100 ms" {
 	echo "-3600000000000 0" >"$CLOCK"             # the guest is an hour behind
-	start_drv
+	start_snap
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"\"}}"
 	assert_equal "$(step clock | jq -r .stepped)" true
 	assert [ "$(step clock | jq -r .skew_ms)" -ge 3599000 ]
@@ -186,7 +184,7 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 }
 
 @test "restored adds the host's entropy to the real /dev/random and reseeds the CRNG" {
-	start_drv
+	start_snap
 	e=$(head -c 64 /dev/urandom | base64 -w0)
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"$e\"}}"
 	run step entropy
@@ -196,12 +194,12 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 }
 
 @test "restored writes the generation, hostname and machine-id" {
-	start_drv unshare -u
+	start_snap unshare -u
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"AAAA\",\"generation\":41,\"hostname\":\"clone-7\",\"machine_id\":\"0123456789ABCDEF0123456789abcdef\"}}"
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" true
 	assert_equal "$(cat "$R/run/stereos/generation")" 41
 	assert_equal "$(cat "$R/etc/hostname")" clone-7
-	assert_equal "$(nsenter -u -t "$DRV" hostname)" clone-7
+	assert_equal "$(nsenter -u -t "$STEREOD_PID" hostname)" clone-7
 	assert_equal "$(cat "$R/etc/machine-id")" 0123456789abcdef0123456789abcdef
 	assert_equal "$(stat -c %a "$R/etc/machine-id")" 444
 	assert_not_equal "$(hostname)" clone-7
@@ -212,21 +210,21 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 
 @test "restored reports every failing step and still runs the rest" {
 	rm "$R/dev/random"
-	rmdir "$R/etc" && : >"$R/etc"                 # /etc is a file: hostname and machine-id fail
+	mkdir "$R/etc/hostname" "$R/etc/machine-id"   # directories: neither file can be replaced
 	echo "-3600000000000 0" >"$CLOCK"
-	start_drv unshare -u
+	start_snap unshare -u
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"AAAA\",\"generation\":5,\"hostname\":\"h\",\"machine_id\":\"0123456789abcdef0123456789abcdef\",\"network\":{\"interface\":\"nosuch0\"}}}"
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" false
 	run jq -c '[.payload.steps[] | {(.step): .ok}] | add' <<<"$reply"
 	assert_output '{"thaw":true,"clock":true,"entropy":false,"generation":true,"hostname":false,"machine_id":false,"network_link":false,"connections":true}'
 	assert_equal "$(cat "$R/run/stereos/generation")" 5
-	assert_equal "$(nsenter -u -t "$DRV" hostname)" h      # sethostname ran though the file failed
+	assert_equal "$(nsenter -u -t "$STEREOD_PID" hostname)" h      # sethostname ran though the file failed
 	run jq -r .payload.error <<<"$reply"
 	assert_output --regexp '^4 steps failed: entropy: open /dev/random: .*; hostname: .*; machine_id: .*; network_link: no interface nosuch0$'
 }
 
 @test "restored rejects bad fields, naming them, and does nothing" {
-	start_drv
+	start_snap
 	t=$(now_ns)
 	for p in '{}' '{"wall_clock_ns":-1,"entropy_b64":""}' "{\"wall_clock_ns\":$t}" \
 		"{\"wall_clock_ns\":$t,\"entropy_b64\":\"!!\"}" \
@@ -239,59 +237,64 @@ blocked() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = D ]; }
 		assert_equal "$(jq -r .payload.ok <<<"$reply")" false
 		assert_equal "$(jq -r .payload.steps <<<"$reply")" null
 	done
-	req '{"type":"restored"}'
-	assert_equal "$(jq -r .payload.error <<<"$reply")" "payload {wall_clock_ns, entropy_b64, ...} is required"
+	req '{"type":"restored","payload":[]}'
+	assert_equal "$(jq -r .payload.ok <<<"$reply")" false
 	assert_file_not_exists "$R/run/stereos/generation"
 }
 
 @test "restored reconfigures MAC, MTU, addresses and routes over netlink" {
-	start_drv unshare -n
-	nsenter -n -t "$DRV" ip link add v0 type veth peer name v1
-	nsenter -n -t "$DRV" ip addr add 192.168.9.9/24 dev v0
+	start_snap unshare -n sh -c 'ip link set lo up && exec "$@"' _
+	NS=(nsenter -n -t "$STEREOD_PID")
+	nsenter -n -t "$STEREOD_PID" ip link add v0 type veth peer name v1
+	nsenter -n -t "$STEREOD_PID" ip addr add 192.168.9.9/24 dev v0
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"\",\"network\":{\"interface\":\"v0\",\"mac\":\"02:fc:00:00:00:05\",\"mtu\":1400,\"addresses\":[\"10.20.0.5/24\",\"fd00::5/64\"],\"gateway\":\"10.20.0.1\",\"routes\":[{\"dst\":\"10.99.0.0/16\",\"via\":\"10.20.0.254\"}]}}}"
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" true
-	run nsenter -n -t "$DRV" ip -j addr show dev v0
+	run nsenter -n -t "$STEREOD_PID" ip -j addr show dev v0
 	assert_equal "$(jq -r '.[0].address' <<<"$output")" 02:fc:00:00:00:05
 	assert_equal "$(jq -r '.[0].mtu' <<<"$output")" 1400
 	assert_equal "$(jq -c '[.[0].addr_info[] | select(.scope == "global") | "\(.local)/\(.prefixlen)"]' <<<"$output")" \
 		'["10.20.0.5/24","fd00::5/64"]'
-	run nsenter -n -t "$DRV" ip -j route show
+	run nsenter -n -t "$STEREOD_PID" ip -j route show
 	assert_equal "$(jq -r '.[] | select(.dst == "default") | .gateway' <<<"$output")" 10.20.0.1
 	assert_equal "$(jq -r '.[] | select(.dst == "10.99.0.0/16") | .gateway' <<<"$output")" 10.20.0.254
 }
 
 @test "a jump of CLOCK_BOOTTIME against CLOCK_MONOTONIC is detected as a restore" {
 	echo "0 0" >"$CLOCK"
-	start_drv
+	start_snap
 	req '{"type":"get_metrics"}'
 	assert_equal "$(jq -r .payload.generation <<<"$reply")" 0
+	subscribe "$BATS_TEST_TMPDIR/sub"
 	echo "0 30000000000" >"$CLOCK"                # 30 s passed that MONOTONIC did not see
-	wait_file "$OUT" '"type":"lifecycle"'
-	run jq -c 'select(.type == "lifecycle") | .payload | {message, source, generation}' "$OUT"
-	assert_output '{"message":"restored","source":"clock","generation":1}'
+	wait "$SUB"
+	assert_equal "$(sed -n 2p "$BATS_TEST_TMPDIR/sub" | jq -c .payload)" '{"state":"ready","message":"restored"}'
 	assert_equal "$(cat "$R/run/stereos/generation")" 1
-	wait_file "$LOG" 'restore detected, recovered'
+	grep -q 'msg="restore detected, recovered" source=clock' "$LOG"
 }
 
 @test "a wall-clock jump is a restore only while a snapshot is prepared" {
 	echo "0 0" >"$CLOCK"
-	start_drv
+	start_snap
 	echo "60000000000 0" >"$CLOCK"
 	wait_file "$LOG" 'wall clock stepped'
+	req '{"type":"get_metrics"}'
+	assert_equal "$(jq -r .payload.restores <<<"$reply")" 0
 	req '{"type":"snapshot_prepare","payload":{"timeout_ms":60000}}'
+	subscribe "$BATS_TEST_TMPDIR/sub"
 	echo "120000000000 0" >"$CLOCK"
-	wait_file "$OUT" '"type":"lifecycle"'
-	assert_equal "$(grep -c '"type":"lifecycle"' "$OUT")" 1
+	wait "$SUB"
+	assert_equal "$(sed -n 2p "$BATS_TEST_TMPDIR/sub" | jq -r .payload.message)" restored
 	req '{"type":"get_metrics"}'
 	assert_equal "$(jq -c '.payload | [.generation, .restores, .snapshot_prepared]' <<<"$reply")" '[1,1,false]'
 }
 
 @test "a vmgenid uevent from root is detected as a restore" {
-	start_drv unshare -n
-	wait_for nsenter -n -t "$DRV" true
+	start_snap unshare -n sh -c 'ip link set lo up && exec "$@"' _
+	NS=(nsenter -n -t "$STEREOD_PID")
+	subscribe "$BATS_TEST_TMPDIR/sub"
 	# the kernel's vmgenid driver sends this on a VM generation change; fake it in our netns
 	send_uevent() {
-		nsenter -n -t "$DRV" /usr/bin/python3 -c '
+		nsenter -n -t "$STEREOD_PID" /usr/bin/python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 15)
 s.bind((0, 0))
@@ -299,13 +302,14 @@ s.sendto(sys.argv[1].replace(",", "\0").encode() + b"\0", (0, 1))' "$1"
 	}
 	send_uevent "change@/devices/x,ACTION=change,SUBSYSTEM=acpi,SOMETHING=1"
 	send_uevent "change@/devices/LNXSYSTM:00/VMGENCTR:00,ACTION=change,SUBSYSTEM=acpi,NEW_VMGENID=1"
-	wait_file "$OUT" '"type":"lifecycle"'
-	run jq -c 'select(.type == "lifecycle") | .payload | {message, source, generation}' "$OUT"
-	assert_output '{"message":"restored","source":"vmgenid","generation":1}'
+	wait "$SUB"
+	assert_equal "$(sed -n 2p "$BATS_TEST_TMPDIR/sub" | jq -r .payload.message)" restored
+	grep -q 'msg="restore detected, recovered" source=vmgenid' "$LOG"
+	assert_equal "$(cat "$R/run/stereos/generation")" 1
 }
 
 @test "get_metrics reports envd's fields with sane values" {
-	start_drv
+	start_snap
 	req '{"type":"get_metrics"}'
 	p=$(jq -c .payload <<<"$reply")
 	assert_equal "$(jq -r .cpu_count <<<"$p")" "$(nproc)"
