@@ -174,7 +174,8 @@ struct ipc {
 #define IPC_OPTIONS \
 	{"socket", required_argument, NULL, 'S'}, \
 	{"timeout", required_argument, NULL, 'T'}, \
-	{"json", no_argument, NULL, 'j'}
+	{"json", no_argument, NULL, 'j'}, \
+	{"help", no_argument, NULL, 'h'}
 
 static CLI_UNUSED void ipc_init(struct ipc *c)
 {
@@ -184,13 +185,17 @@ static CLI_UNUSED void ipc_init(struct ipc *c)
 	c->json = false;
 }
 
-/* 1 = not one of IPC_OPTIONS, 0 = handled, EXIT_USAGE = bad value (reported). */
+/* 1 = not one of IPC_OPTIONS, 0 = handled, EXIT_USAGE = bad value (reported); --help
+ * anywhere prints the help and exits 0. */
 static CLI_UNUSED int ipc_opt(struct ipc *c, int opt, const char *arg)
 {
 	long long ms;
 	switch (opt) {
 	case 'S': c->sock = arg; return 0;
 	case 'j': c->json = true; return 0;
+	case 'h':
+		fputs(applet_help(prog), stdout);
+		exit(EXIT_OK);
 	case 'T':
 		if (parse_duration_ms(arg, &ms) || ms <= 0 || ms > INT32_MAX)
 			return usage_error("bad duration for --timeout: '%s' (like 500ms, 10s)", arg);

@@ -946,6 +946,7 @@ static const struct option global_opts[] = {
 	{"json", no_argument, NULL, 'j'},
 	{"no-id", no_argument, NULL, OPT_NO_ID},
 	{"show-addr", no_argument, NULL, OPT_SHOW_ADDR},
+	{"help", no_argument, NULL, 'h'},
 	{0},
 };
 
@@ -966,6 +967,7 @@ static const struct option cmd_opts[] = {
 	{"hostname", required_argument, NULL, 'H'},
 	{"machine-id", required_argument, NULL, 'M'},
 	{"network", required_argument, NULL, 'N'},
+	{"help", no_argument, NULL, 'h'},
 	{0},
 };
 
@@ -986,6 +988,10 @@ static int parse_cmd_opts(const struct cmd *cmd, int argc, char **argv)
 			return usage_error("unknown option '%s' for %s", argv[optind - 1], cmd->name);
 		if (c == ':')
 			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		if (c == 'h') {
+			fputs(applet_help(prog), stdout);
+			exit(EXIT_OK);
+		}
 		if (c != 'j' && c != 'T' && !strchr(cmd->opts, c))
 			return usage_error("option '%s' is not valid for %s", argv[optind - 1], cmd->name);
 		char *end;
@@ -1050,10 +1056,7 @@ int stereo_host_main(int argc, char **argv)
 			  .port = VSOCK_DEFAULT_PORT};
 	signal(SIGPIPE, SIG_IGN);
 	char err[ERRBUF];
-	const char *env = getenv("STEREO_HOST_ADDR");
-	bool env_bad = env && *env && parse_addr_url(env, err);
-	if (env_bad)
-		return usage_error("%s", err);
+	bool addr_flag = false;
 	int c;
 	long long ms;
 	optind = 0;
@@ -1062,11 +1065,16 @@ int stereo_host_main(int argc, char **argv)
 		case OPT_TCP:
 			if (parse_tcp(optarg, err))
 				return usage_error("%s", err);
+			addr_flag = true;
 			break;
 		case OPT_VSOCK:
 			if (parse_vsock(optarg, err))
 				return usage_error("%s", err);
+			addr_flag = true;
 			break;
+		case 'h':
+			fputs(applet_help(prog), stdout);
+			return EXIT_OK;
 		case OPT_TIMEOUT:
 			if (duration("timeout", optarg, &ms, false))
 				return EXIT_USAGE;
@@ -1084,6 +1092,9 @@ int stereo_host_main(int argc, char **argv)
 		default: return usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
+	const char *env = getenv("STEREO_HOST_ADDR");
+	if (!addr_flag && env && *env && parse_addr_url(env, err))
+		return usage_error("%s", err);
 	if (o.show_addr) {
 		char a[340];
 		addr_str(a, sizeof a);

@@ -126,10 +126,14 @@ teardown() { clis_teardown; }
 	assert_failure 3
 }
 
-@test "usage errors exit 2" {
+@test "usage errors exit 2, --help anywhere prints the help" {
 	run stereo-health extra;          assert_failure 2
 	run stereo-health --wait soon;    assert_failure 2
 	run stereo-health --interval 0;   assert_failure 2
 	run stereo-health --timeout 0;    assert_failure 2
 	run stereo-health --bogus;        assert_failure 2
+	run stereo-health --wait 1s --help
+	assert_success
+	assert_output --partial "usage: stereo-health"
+	assert_output --partial "Exit codes:"
 }

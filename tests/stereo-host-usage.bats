@@ -34,6 +34,9 @@ teardown() { clis_teardown; }
 	assert_output 'vsock://9:1024'
 	STEREO_HOST_ADDR=vsock://5 run stereo-host --tcp '[::1]:99' --show-addr
 	assert_output 'tcp://[::1]:99'
+	STEREO_HOST_ADDR=not-an-address run stereo-host --tcp 127.0.0.1:7 --show-addr
+	assert_success
+	assert_output 'tcp://127.0.0.1:7'
 }
 
 @test "malformed addresses are usage errors (exit 2)" {
@@ -92,6 +95,9 @@ teardown() { clis_teardown; }
 		grep -qE "^  $c( |\$)" <<<"$output"
 	done
 	assert_output --partial 'Exit codes: 0 ok, 1 the guest said no'
+	run stereo-host secret set db --help
+	assert_success
+	assert_output --partial 'usage: stereo-host'
 }
 
 @test "input files that cannot be read exit 1 before connecting" {

@@ -62,7 +62,7 @@ start_with_helper() {
 	[[ $stderr == "stereo-mount: mount: "* ]]
 }
 
-@test "usage errors exit 2" {
+@test "usage errors exit 2, --help anywhere prints the help" {
 	run stereo-mount;                             assert_failure 2
 	run stereo-mount share /mnt/x;                assert_failure 2
 	run stereo-mount share /mnt/x --type nfs;     assert_failure 2
@@ -70,6 +70,10 @@ start_with_helper() {
 	run stereo-mount a b c --type 9p;             assert_failure 2
 	run stereo-mount list --ro;                   assert_failure 2
 	run stereo-mount --bogus list;                assert_failure 2
+	run stereo-mount list --help
+	assert_success
+	assert_output --partial "usage: stereo-mount"
+	assert_output --partial "Exit codes:"
 }
 
 @test "an unreachable or silent socket exits 3" {

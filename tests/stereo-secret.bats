@@ -110,7 +110,7 @@ teardown() { clis_teardown; }
 	assert_output --partial 'refusing to read a secret from a terminal'
 }
 
-@test "usage errors exit 2" {
+@test "usage errors exit 2, --help anywhere prints the help" {
 	run stereo-secret;                          assert_failure 2
 	run stereo-secret frob;                     assert_failure 2
 	run stereo-secret set;                      assert_failure 2
@@ -121,6 +121,10 @@ teardown() { clis_teardown; }
 	run stereo-secret rm;                       assert_failure 2
 	run stereo-secret --timeout x list;         assert_failure 2
 	run stereo-secret set n --from-env STEREO_UNSET_VAR_X; assert_failure 2
+	run stereo-secret set x --help
+	assert_success
+	assert_output --partial "usage: stereo-secret"
+	assert_output --partial "Exit codes:"
 }
 
 @test "secret values never reach argv, /proc/PID/environ or stereod's log" {
