@@ -49,6 +49,8 @@ if [ -z "$port" ]; then
 	port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 fi
 mkdir -p "$share"
+# QEMU's option syntax: a comma inside a value is written twice
+qshare=$(printf '%s' "$share" | sed 's/,/,,/g')
 
 # /dev/kvm can exist where KVM cannot run a guest (nested without VMX/SVM: QEMU then fails
 # with "KVM internal error"), so KVM is used only when the CPU also advertises it.
@@ -94,6 +96,6 @@ exec qemu-system-x86_64 -machine q35 -accel "$accel" $cpu -m "$mem" -smp 1 \
 	-kernel "$kdir/vmlinux" -initrd "$image" -append "$cmdline" \
 	-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:1024" \
 	-device virtio-net-pci,netdev=n0,romfile= \
-	-fsdev "local,id=fs0,path=$share,security_model=none" \
+	-fsdev "local,id=fs0,path=$qshare,security_model=none" \
 	-device "virtio-9p-pci,fsdev=fs0,mount_tag=$tag" \
 	$vsock $extra
