@@ -98,6 +98,19 @@ subscribe() {
 	assert_equal "$(jq -r .payload.snapshot_prepared <<<"$reply")" false
 }
 
+@test "a stereod killed while frozen leaves the thaw to its backstop child" {
+	start_snap_with_ext4
+	req '{"type":"snapshot_prepare","payload":{"freeze":["/mnt"],"timeout_ms":3000}}'
+	assert_equal "$(jq -c .payload.frozen <<<"$reply")" '["/mnt"]'
+	write_in_ns
+	wait_for blocked "$WRITER"
+	kill -KILL "$STEREOD_PID"
+	wait "$STEREOD_PID" || true
+	STEREOD_PID=
+	wait_file "$BATS_TEST_TMPDIR/written"          # thawed 2 s after the watchdog's time
+	refute grep -q 'snapshot watchdog: thawed' "$LOG"
+}
+
 @test "restored thaws what snapshot_prepare froze before anything else" {
 	start_snap_with_ext4
 	req '{"type":"snapshot_prepare","payload":{"freeze":["/mnt","/mnt/."],"timeout_ms":60000}}'

@@ -36,6 +36,7 @@
 #define TICK_MS 1000
 #define JUMP_NS 2000000000LL            /* a clock jump this big means the VM was restored */
 #define COALESCE_MS 2000                /* detectors firing together report one restore */
+#define BACKSTOP_GRACE_MS 2000          /* the backstop child thaws this long after the watchdog */
 
 /* ---- small shared helpers ----------------------------------------------------------------- */
 int snap_path(const struct snapshot *s, const char *path, char *out, size_t outsz)
@@ -296,6 +297,61 @@ static void freeze_one(struct snapshot *s, const char *req_path, size_t len, str
 	step_end(st, label, 0, NULL);
 }
 
+/* The watchdog runs on stereod's loop, which a write to a filesystem stereod froze itself (a
+ * config under a frozen /etc, say) would stall for good. So a child holding the frozen mount
+ * points' fds sleeps a little longer than the watchdog and thaws them unless it is killed
+ * first; it also thaws after a crash of stereod. Signalled and reaped through a pidfd, so a
+ * recycled pid or stereod's own SIGCHLD reaper cannot confuse it. */
+static void backstop_start(struct snapshot *s, int64_t timeout_ms)
+{
+	if (!s->nfrozen)
+		return;
+	int64_t ms = timeout_ms + BACKSTOP_GRACE_MS;
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_warn("no backstop thaw", "error=\"fork: %s\"", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		/* keep only the mount points: no listening socket outlives a crashed stereod */
+		int keep[SNAP_MAX_FREEZE], n = s->nfrozen, prev = 2;
+		for (int i = 0; i < n; i++) {
+			int k = s->frozen[i].fd, j = i;
+			for (; j > 0 && keep[j - 1] > k; j--)
+				keep[j] = keep[j - 1];
+			keep[j] = k;
+		}
+		for (int i = 0; i < n; i++) {
+			if (keep[i] > prev + 1)
+				close_range(prev + 1, keep[i] - 1, 0);
+			prev = keep[i];
+		}
+		close_range(prev + 1, ~0U, 0);
+		struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000};
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+		for (int i = s->nfrozen - 1; i >= 0; i--)
+			ioctl(s->frozen[i].fd, FITHAW, 0);
+		_exit(0);
+	}
+	s->backstop = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (s->backstop < 0) {
+		kill(pid, SIGKILL);     /* just forked, not yet reaped: the pid is still ours */
+		log_warn("no backstop thaw", "error=\"pidfd_open: %s\"", strerror(errno));
+	}
+}
+
+static void backstop_stop(struct snapshot *s)
+{
+	if (s->backstop < 0)
+		return;
+	siginfo_t si;
+	syscall(SYS_pidfd_send_signal, s->backstop, SIGKILL, NULL, 0);
+	waitid((idtype_t)P_PIDFD, (id_t)s->backstop, &si, WEXITED);
+	close(s->backstop);
+	s->backstop = -1;
+}
+
 /* One "thaw" step listing what was thawed; hooks run again with "thaw" when they ran. */
 int snapshot_thaw_all(struct snapshot *s, struct steps *st)
 {
@@ -305,6 +361,7 @@ int snapshot_thaw_all(struct snapshot *s, struct steps *st)
 		loop_timer_cancel(s->loop, s->watchdog);
 		s->watchdog = 0;
 	}
+	backstop_stop(s);
 	step_begin(st, "thaw");
 	jw_key(st->w, "thawed");
 	jw_arr(st->w);
@@ -436,6 +493,7 @@ enum snap_rc snapshot_prepare(struct snapshot *s, const struct json *j, int payl
 
 	s->prepared = true;
 	s->watchdog = loop_timer(s->loop, timeout, watchdog_fire, s);
+	backstop_start(s, (int64_t)timeout);
 	jw_arr_end(w);
 	jw_key(w, "frozen");
 	jw_arr(w);
@@ -574,6 +632,7 @@ struct snapshot *snapshot_new(struct loop *l, const struct snap_opts *o, char *e
 	s->restored = o->restored;
 	s->ctx = o->ctx;
 	s->uevent_fd = -1;
+	s->backstop = -1;
 	const char *root = o->root && strcmp(o->root, "/") ? o->root : "";
 	if (strlen(root) >= sizeof s->root - 256) {
 		free(s);

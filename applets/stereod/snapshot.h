@@ -91,6 +91,7 @@ struct snapshot {
 	int nfrozen;
 	bool hooks_ran;                /* freeze hooks ran: thaw runs them with "thaw" */
 	uint64_t watchdog;             /* loop timer id, 0 when none */
+	int backstop;                  /* pidfd of the child that thaws if stereod cannot, or -1 */
 
 	/* restore state */
 	uint64_t generation;
