@@ -235,7 +235,7 @@ static int run_init(struct init_opts *o)
 
 /* ---- one-shot modes ------------------------------------------------------------------- */
 
-static int net_only(const struct init_opts *o, bool dry_run, bool json)
+static int net_only(const struct init_opts *o, bool dry_run)
 {
 	char err[ERRBUF];
 	struct netcfg *nc = netcfg_new();
@@ -254,7 +254,6 @@ static int net_only(const struct init_opts *o, bool dry_run, bool json)
 		warnx("configuring the network: %s", err);
 		rc = EXIT_FAIL;
 	}
-	(void)json;
 	netcfg_free(nc);
 	return rc;
 }
@@ -461,7 +460,7 @@ int init_main(int argc, char **argv)
 	o.system = o.pid1 && !*o.root && mode == M_RUN;
 	default_paths(&o, cmdline_set);
 	switch (mode) {
-	case M_NET: return net_only(&o, dry, json);
+	case M_NET: return net_only(&o, dry);
 	case M_CHECK: return check(&o);
 	case M_STATUS: return status_print(o.status_file, json);
 	case M_CTL: return control_send(o.control_path, ctl_cmd, ctl_arg);

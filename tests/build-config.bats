@@ -23,7 +23,7 @@ load helpers
 	run ./stereo --list
 	assert_success
 	# not refute_line: bats-assert trips over an empty output (the only applet configured off)
-	! printf '%s\n' "$output" | grep -qx -- "$victim"
+	if printf '%s\n' "$output" | grep -qx -- "$victim"; then false; fi
 	assert_equal "${#lines[@]}" $(( $(echo "$all" | wc -l) - 1 ))
 	run ./stereo "$victim" --help
 	assert_equal "$status" 2

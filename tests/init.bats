@@ -58,8 +58,21 @@ ready_svc() {
 	assert_equal "$(lines "$EV")" 4
 	assert_equal "$(field crash last_exit)" "exit 3"
 	assert_equal "$(field crash restarts)" 3
-	# gap k is at least 200ms * 2^(k-1), and each gap is longer than the one before
-	run awk 'NR > 1 { g = ($1 - p) / 1e6; if (g < 200 * 2 ^ (NR - 2) || g <= last) { print "gap " NR-1 " " g "ms after " last "ms"; bad = 1 } last = g } { p = $1 } END { exit bad }' "$EV"
+	# the delays init chose: 200ms * 2^(k-1) plus at most a quarter of jitter
+	run sh -c "grep -o 'name=crash in_ms=[0-9]*' '$LOG' | cut -d= -f3"
+	assert_equal "${#lines[@]}" 3
+	for k in 0 1 2; do
+		base=$((200 << k))
+		assert [ "${lines[$k]}" -ge "$base" ]
+		assert [ "${lines[$k]}" -le $((base + base / 4)) ]
+	done
+	# and the recorded start times: each gap at least its delay, the last longer than the first
+	delays="${lines[*]}"
+	run awk -v d="$delays" 'BEGIN { split(d, delay, " ") }
+		NR > 1 { g = ($1 - p) / 1e6; if (g < delay[NR - 1]) { print "gap " NR - 1 ": " g " ms < " delay[NR - 1]; bad = 1 }
+			 if (NR == 2) first = g; last = g }
+		{ p = $1 }
+		END { if (last <= first) { print "last gap " last " <= first " first; bad = 1 } exit bad }' "$EV"
 	assert_success
 	grep -q 'msg="service quarantined" name=crash crashes=4' "$LOG"
 }
