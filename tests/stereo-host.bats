@@ -99,7 +99,7 @@ teardown() { clis_teardown; }
 	echo "$output" | jq -e '.ok == false and (.error | length > 0)'
 }
 
-@test "secret values never reach argv, /proc/PID/environ or stereod's log" {
+@test "secret values never reach argv, /proc/PID/environ, stereod's log or our errors" {
 	start_stereod
 	local v1=stdin-Zq81hG v2=file-Kx27pL v3=env-Wm55rT
 	stereo-host secret set a <<<"$v1"
@@ -107,16 +107,29 @@ teardown() { clis_teardown; }
 	stereo-host secret set b --from-file "$BATS_TEST_TMPDIR/v2"
 	SECRET_VAR=$v3 stereo-host secret set c --from-env SECRET_VAR
 	[ "$(cat "$ROOT/run/stereos/secrets/c")" = "$v3" ]
+	run --separate-stderr stereo-host secret set ../refused <<<"$v1"
+	assert_failure 1
+	[[ $stderr != *"$v1"* ]]
 	run grep -r -e "$v1" -e "$v2" -e "$v3" "$LOG"
 	assert_failure
-	# while a request is in flight (a peer that never answers), look at the process
-	start_peer mute --mute
+	# while requests are in flight (peers that never answer), look at the processes
+	local pids=""
+	start_peer m1 --mute
+	stereo-host --tcp "$PEER_ADDR" --timeout 20s secret set a <<<"$v1" &
+	pids="$pids $!"
+	start_peer m2 --mute
+	stereo-host --tcp "$PEER_ADDR" --timeout 20s secret set b --from-file "$BATS_TEST_TMPDIR/v2" &
+	pids="$pids $!"
+	start_peer m3 --mute
 	SECRET_VAR=$v3 stereo-host --tcp "$PEER_ADDR" --timeout 20s secret set c --from-env SECRET_VAR &
-	BG_PIDS=$!
-	wait_file "$BATS_TEST_TMPDIR/mute.rec" hello
-	run sh -c 'ps -eo args; cat /proc/'"$BG_PIDS"'/cmdline /proc/'"$BG_PIDS"'/environ | tr "\0" "\n"'
+	pids="$pids $!"
+	BG_PIDS=$pids
+	for m in m1 m2 m3; do wait_file "$BATS_TEST_TMPDIR/$m.rec" hello; done
+	run sh -c 'ps -eo args; for p in '"$pids"'; do cat /proc/$p/cmdline /proc/$p/environ | tr "\0" "\n"; done'
 	assert_success
 	assert_output --partial 'secret set c --from-env SECRET_VAR'
+	refute_output --partial "$v1"
+	refute_output --partial "$v2"
 	refute_output --partial "$v3"
 }
 

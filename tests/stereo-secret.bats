@@ -127,19 +127,34 @@ teardown() { clis_teardown; }
 	assert_output --partial "Exit codes:"
 }
 
-@test "secret values never reach argv, /proc/PID/environ or stereod's log" {
+@test "secret values never reach argv, /proc/PID/environ, stereod's log or our errors" {
 	start_stereod
-	local v1=stdin-Hh71aQ v2=env-Pq02mZ
+	local v1=stdin-Hh71aQ v2=file-Lr30sW v3=env-Pq02mZ
+	printf %s "$v2" >"$BATS_TEST_TMPDIR/v2"
 	stereo-secret set a <<<"$v1"
-	SV=$v2 stereo-secret set b --from-env SV
-	run grep -r -e "$v1" -e "$v2" "$LOG"
+	stereo-secret set b --from-file "$BATS_TEST_TMPDIR/v2"
+	SV=$v3 stereo-secret set c --from-env SV
+	run --separate-stderr stereo-secret set ../refused <<<"$v1"
+	assert_failure 1
+	[[ $stderr != *"$v1"* ]]
+	run grep -r -e "$v1" -e "$v2" -e "$v3" "$LOG"
 	assert_failure
-	start_peer mute --unix "$BATS_TEST_TMPDIR/mute.sock" --mute
-	SV=$v2 stereo-secret --socket "$BATS_TEST_TMPDIR/mute.sock" --timeout 20s set b --from-env SV &
-	BG_PIDS=$!
-	wait_file "$BATS_TEST_TMPDIR/mute.rec" 'POST /v1/secrets'
-	run sh -c 'ps -eo args; cat /proc/'"$BG_PIDS"'/cmdline /proc/'"$BG_PIDS"'/environ | tr "\0" "\n"'
+	local pids=""
+	start_peer m1 --unix "$BATS_TEST_TMPDIR/m1.sock" --mute
+	stereo-secret --socket "$BATS_TEST_TMPDIR/m1.sock" --timeout 20s set a <<<"$v1" &
+	pids="$pids $!"
+	start_peer m2 --unix "$BATS_TEST_TMPDIR/m2.sock" --mute
+	stereo-secret --socket "$BATS_TEST_TMPDIR/m2.sock" --timeout 20s set b --from-file "$BATS_TEST_TMPDIR/v2" &
+	pids="$pids $!"
+	start_peer m3 --unix "$BATS_TEST_TMPDIR/m3.sock" --mute
+	SV=$v3 stereo-secret --socket "$BATS_TEST_TMPDIR/m3.sock" --timeout 20s set c --from-env SV &
+	pids="$pids $!"
+	BG_PIDS=$pids
+	for m in m1 m2 m3; do wait_file "$BATS_TEST_TMPDIR/$m.rec" 'POST /v1/secrets'; done
+	run sh -c 'ps -eo args; for p in '"$pids"'; do cat /proc/$p/cmdline /proc/$p/environ | tr "\0" "\n"; done'
 	assert_success
-	assert_output --partial 'set b --from-env SV'
+	assert_output --partial 'set c --from-env SV'
+	refute_output --partial "$v1"
 	refute_output --partial "$v2"
+	refute_output --partial "$v3"
 }
