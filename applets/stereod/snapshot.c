@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #define HOOKS_DIR "/etc/stereos/hooks/freeze.d"
-#define HOOK_BUDGET_MS 10000           /* all hooks of one phase together */
+#define HOOK_BUDGET_MS 5000            /* all hooks of one phase together: fits a 10 s client timeout */
 #define MAX_HOOKS 64
 #define DEFAULT_TIMEOUT_MS 30000
 #define MAX_TIMEOUT_MS 600000
