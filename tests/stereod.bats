@@ -411,3 +411,20 @@ EOF2
 	grep -q 'msg="stopping"' "$LOG"
 	asan_clean "$LOG"
 }
+
+@test "--listen-mode vsock binds the vsock port and reports vsock:PORT on the ready fd" {
+	if [ ! -e /dev/vsock ]; then
+		run stereod --listen-mode vsock --vsock-port 10931 --root "$R" --allow-disk-secrets
+		assert_failure 1
+		assert_output --partial "vsock"
+		return
+	fi
+	stereod --listen-mode vsock --vsock-port 10931 --root "$R" --allow-disk-secrets --ready-fd 3 \
+		3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
+	STEREOD_PID=$!
+	wait_ready
+	[ "$ADDR" = vsock:10931 ]
+	grep -q 'msg="control plane listening" addr=vsock:10931' "$LOG"
+	run ipc GET /v1/ping
+	assert_output '200 {"status":"ok"}'
+}
