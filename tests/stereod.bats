@@ -428,3 +428,17 @@ EOF2
 	run ipc GET /v1/ping
 	assert_output '200 {"status":"ok"}'
 }
+
+@test "a last request without its newline is answered when the client half-closes (as upstream)" {
+	start_stereod
+	run nd < <(printf '{"type":"ping"}\n{"type":"ping","id":"last"}')
+	assert_success
+	assert_line -n 0 '{"type":"pong"}'
+	assert_line -n 1 '{"type":"pong","id":"last"}'
+}
+
+@test "peer text in replies is escaped like Go's encoding/json (<, >, & and U+2028)" {
+	start_stereod
+	run nd <<<'{"type":"<b>&\u2028"}'
+	assert_output '{"type":"ack","payload":{"reply_to":"\u003cb\u003e\u0026\u2028","ok":false,"error":"unknown message type: \u003cb\u003e\u0026\u2028"}}'
+}
