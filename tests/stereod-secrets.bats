@@ -21,7 +21,8 @@ secret() {   # secret NAME-JSON [MODE-JSON]: one inject_secret, prints the ack
 	assert_output '{"type":"ack","payload":{"reply_to":"inject_secret","ok":true}}'
 	[ "$(stat -c %a "$S/api_token")" = 600 ]
 	printf 'hunter2-SECRET\n' | cmp - "$S/api_token"
-	! grep -q hunter2 "$LOG"
+	run grep -c hunter2 "$LOG"
+	assert_output 0
 	grep -q 'msg="secret written" name=api_token' "$LOG"
 }
 
