@@ -787,6 +787,22 @@ static int snapshot_request(const char *cmd, const char *type, struct buf *paylo
 			cli_json_str(&r.j, s, "error", why, sizeof why);
 			printf("%-4s %s%s", ok ? "ok" : "FAIL", name, *what ? " " : "");
 			cli_put_safe(stdout, what, strlen(what));
+			/* the step's other fields as key=value: skew_ms=-12 stepped=false */
+			for (int k = s + 1; k + 1 < r.j.ntok && r.j.tok[k].start < r.j.tok[s].end;
+			     k = json_next(&r.j, k + 1)) {
+				const jsmntok_t *kt = &r.j.tok[k], *vt = &r.j.tok[k + 1];
+				static const char *const skip[] = {"step", "ok", "error", "path", "name"};
+				bool shown = true;
+				for (size_t x = 0; x < ARRAY_SIZE(skip); x++)
+					if (json_is_key(&r.j, k, skip[x]))
+						shown = false;
+				if (!shown)
+					continue;
+				putchar(' ');
+				cli_put_safe(stdout, r.line.p + kt->start, kt->end - kt->start);
+				putchar('=');
+				cli_put_safe(stdout, r.line.p + vt->start, vt->end - vt->start);
+			}
 			if (*why) {
 				printf(": ");
 				cli_put_safe(stdout, why, strlen(why));

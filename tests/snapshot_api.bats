@@ -128,9 +128,9 @@ EOF
 	assert_failure 2
 	run stereo-host --tcp "$ADDR" restored --generation 9
 	assert_success
-	assert_line "ok   clock"
-	assert_line "ok   entropy"
-	assert_line "ok   generation"
+	assert_line --regexp '^ok   clock skew_ms=[0-9]+ stepped=true$'
+	assert_line "ok   entropy bytes=64 reseeded=true entropy_avail=256"
+	assert_line "ok   generation generation=9 previous=0"
 	off=$(awk '{print $1}' "$STEREO_FAKE_CLOCK")
 	assert [ "${off#-}" -lt 5000000000 ]              # stepped to the host's time
 	run stereo-host --tcp "$ADDR" --json restored
@@ -144,7 +144,7 @@ EOF
 	start_stereod
 	run stereo-host --tcp "$ADDR" restored --network - <<<$'{"interface": "nosuch0",\n "mtu": 1400}'
 	assert_failure 1
-	assert_line "FAIL network_link: no interface nosuch0"
+	assert_line "FAIL network_link interface=nosuch0: no interface nosuch0"
 	assert_output --partial "stereo-host: restored: 1 step failed: network_link: no interface nosuch0"
 	run stereo-host --tcp "$ADDR" restored --network - <<<'{"interface":'
 	assert_failure 2
@@ -166,7 +166,7 @@ EOF
 	assert_equal "$(jq -c '[.ok, .timeout_ms]' <<<"$output")" '[false,2000]'
 	run stereo-host --tcp "$ADDR" snapshot-abort
 	assert_success
-	assert_output "ok   thaw"
+	assert_output "ok   thaw thawed=[]"
 }
 
 @test "stereo-host metrics prints one line per field; --json prints the payload" {
