@@ -162,6 +162,24 @@ stat_of() {   # stat_of NAME: a counter from the --stats file
 	assert_equal "$(stat_of pages_zeroed)" 1024
 }
 
+@test "serve with --header and explicit --layer UUID=FILE (no snapshot directory)" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	layer=$(ls "$D"/snap/memfile.*-*)
+	uuid=${layer##*/memfile.}
+	mv "$layer" "$D/elsewhere.bin"
+	serve_start --header "$D/snap/memfile.header" --layer "$uuid=$D/elsewhere.bin" \
+		--socket-mode 660 --socket-group 0
+	[ "$(stat -c %a "$D/s.sock")" = 660 ]
+	run standin --image "$D/img"
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+	run stereo-uffd serve --socket "$D/s2.sock" --header "$D/snap/memfile.header" --layer "11111111-2222-3333-4444-55555555555x=f"
+	assert_failure 1
+	assert_output --partial "is not a UUID"
+}
+
 @test "several regions with holes between them in host memory are all served" {
 	mkimg sparse "$D/img"
 	stereo-uffd pack "$D/img" "$D/snap"

@@ -22,9 +22,10 @@
 #define HS_MAX_MSG (256 * 1024)
 #define HS_MAX_FDS 8
 
-int hs_listen(const char *path, char *err)
+/* The socket's mode and group let a jailed Firecracker (its own uid/gid) connect. */
+int hs_listen(const char *path, mode_t mode, gid_t gid, char *err)
 {
-	return sock_listen_unix(path, 0600, (gid_t)-1, err);
+	return sock_listen_unix(path, mode, gid, err);
 }
 
 /* Start time of pid in clock ticks since boot (field 22 of /proc/PID/stat), 0 if unknown. */

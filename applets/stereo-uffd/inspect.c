@@ -11,10 +11,9 @@
 
 static int open_snapdir(struct snap *s, const char *dir, char *err)
 {
-	struct buf b = {0};
-	buf_printf(&b, "%s/memfile.header", dir);
-	int r = snap_open(s, b.p, dir, NULL, 0, err);
-	buf_free(&b);
+	char *hp = snap_header_path(dir);
+	int r = snap_open(s, hp, dir, NULL, 0, err);
+	free(hp);
 	return r;
 }
 

@@ -1,5 +1,5 @@
-/* layer.c - `layer PARENT_DIR DIFF_MEMFILE OUTDIR` (generation N+1 from a Firecracker diff
- * memory file) and `merge SNAPDIR OUTDIR` (a chain of layers to one generation-0 layer).
+/* layer.c - `layer PARENT_DIR DIFF_MEMFILE OUTDIR`: generation N+1 from a Firecracker diff
+ * memory file.
  *
  * A diff memory file is full-size with only dirtied pages non-zero: non-zero blocks go to
  * the new layer, zero blocks keep the parent's mapping. OUTDIR receives the new layer, the
@@ -100,13 +100,6 @@ fail:
 	return -1;
 }
 
-static char *hdr_path_in(const char *dir)
-{
-	struct buf b = {0};
-	buf_printf(&b, "%s/memfile.header", dir);
-	return b.p;
-}
-
 int cmd_layer(int argc, char **argv)
 {
 	char err[ERRBUF];
@@ -114,7 +107,7 @@ int cmd_layer(int argc, char **argv)
 		return usage_error("usage: layer PARENT_DIR DIFF_MEMFILE OUTDIR");
 	const char *pdir = argv[1], *diff = argv[2], *outdir = argv[3];
 	struct snap parent;
-	char *hp = hdr_path_in(pdir);
+	char *hp = snap_header_path(pdir);
 	if (snap_open(&parent, hp, pdir, NULL, 0, err))
 		die(EXIT_FAIL, "layer: parent %s: %s", pdir, err);
 	free(hp);
@@ -163,47 +156,4 @@ int cmd_layer(int argc, char **argv)
 fail:
 	packer_abort(&p);
 	die(EXIT_FAIL, "layer: %s", err);
-}
-
-int cmd_merge(int argc, char **argv)
-{
-	char err[ERRBUF];
-	if (argc != 3)
-		return usage_error("usage: merge SNAPDIR OUTDIR");
-	const char *dir = argv[1], *outdir = argv[2];
-	struct snap s;
-	char *hp = hdr_path_in(dir);
-	if (snap_open(&s, hp, dir, NULL, 0, err))
-		die(EXIT_FAIL, "merge: %s: %s", dir, err);
-	free(hp);
-	int dirfd = open_outdir(outdir, err);
-	if (dirfd < 0)
-		die(EXIT_FAIL, "merge: %s", err);
-	struct snap_hdr nh = {.version = HDR_VERSION, .block = s.h.block, .size = s.h.size};
-	struct packer p;
-	packer_init(&p, dirfd, s.h.block, false, &nh, err);
-	memcpy(nh.build, p.build, 16);
-	memcpy(nh.base, p.build, 16);
-	for (size_t i = 0; i < s.h.n; i++) {
-		const struct mapping *m = &s.h.m[i];
-		if (s.src[i] < 0) {
-			hdr_push(&nh, m->off, m->len, m->build, 0);
-			p.zero_bytes += m->len;
-		} else if (packer_feed(&p, m->off, s.l[s.src[i]].map + m->store, m->len, err)) {
-			goto fail;
-		}
-	}
-	if (packer_publish(&p, &nh, err))
-		goto fail;
-	char u[37];
-	uuid_format(nh.build, u);
-	printf("merged %s (generation %llu, %zu layers): %llu data bytes, build %s, %zu mappings\n",
-	       dir, (unsigned long long)s.h.gen, s.nl, (unsigned long long)p.data_bytes, u, nh.n);
-	hdr_free(&nh);
-	snap_close(&s);
-	close(dirfd);
-	return EXIT_OK;
-fail:
-	packer_abort(&p);
-	die(EXIT_FAIL, "merge: %s", err);
 }

@@ -300,17 +300,6 @@ static void defer(struct server *S, uint64_t addr, int64_t since)
 		S->retry_due_ms = now_ms() + DEFER_RETRY_MS;
 }
 
-static void lat_record(struct server *S, uint64_t ns)
-{
-	uint64_t us = ns / 1000;
-	int b = 0;
-	while (us && b < LAT_BUCKETS - 1) {
-		us >>= 1;
-		b++;
-	}
-	S->c.lat[b]++;
-}
-
 static enum serve_rc retry_deferred(struct server *S)
 {
 	size_t n = S->ndef;
@@ -384,64 +373,6 @@ static enum serve_rc drain(struct server *S)
 	return SERVE_OK;
 }
 
-/* ---- counters ---------------------------------------------------------------------------- */
-static uint64_t lat_quantile(const struct counters *c, double q)
-{
-	uint64_t total = 0, acc = 0;
-	for (int b = 0; b < LAT_BUCKETS; b++)
-		total += c->lat[b];
-	if (!total)
-		return 0;
-	for (int b = 0; b < LAT_BUCKETS; b++) {
-		acc += c->lat[b];
-		if ((double)acc >= q * (double)total)
-			return b ? 1ULL << b : 1;   /* upper bound of the bucket, in us */
-	}
-	return 1ULL << (LAT_BUCKETS - 1);
-}
-
-static void print_counters(const struct server *S)
-{
-	const struct counters *c = &S->c;
-	fprintf(stderr,
-		"%s: stats faults=%llu fault_pages=%llu pages_copied=%llu pages_zeroed=%llu "
-		"bytes_copied=%llu removes=%llu removed_pages=%llu eagain=%llu eexist=%llu "
-		"prefetch_pages=%llu prefetch_ms=%.3f fault_p50_us<=%llu fault_p99_us<=%llu\n",
-		prog, (unsigned long long)c->faults, (unsigned long long)c->fault_pages,
-		(unsigned long long)c->pages_copied, (unsigned long long)c->pages_zeroed,
-		(unsigned long long)c->bytes_copied, (unsigned long long)c->removes,
-		(unsigned long long)c->removed_pages, (unsigned long long)c->eagain,
-		(unsigned long long)c->eexist, (unsigned long long)c->prefetch_pages,
-		(double)c->prefetch_ns / 1e6, (unsigned long long)lat_quantile(c, 0.5),
-		(unsigned long long)lat_quantile(c, 0.99));
-}
-
-static void write_stats(const struct server *S, const char *path)
-{
-	const struct counters *c = &S->c;
-	struct buf b = {0};
-	struct jw w;
-	jw_init(&w, &b);
-	jw_obj(&w);
-#define K(name) jw_key(&w, #name), jw_uint(&w, c->name)
-	K(faults); K(fault_pages); K(pages_copied); K(pages_zeroed); K(bytes_copied);
-	K(removes); K(removed_pages); K(eagain); K(eexist); K(wakes); K(spurious);
-	K(prefetch_pages); K(prefetch_bytes); K(prefetch_ns);
-#undef K
-	jw_kbool(&w, "prefetch_done", S->pf.done);
-	jw_key(&w, "fault_latency_us_log2");
-	jw_arr(&w);
-	for (int i = 0; i < LAT_BUCKETS; i++)
-		jw_uint(&w, c->lat[i]);
-	jw_arr_end(&w);
-	jw_obj_end(&w);
-	buf_putc(&b, '\n');
-	int r = atomic_write(path, b.p, b.len, 0644, (uid_t)-1, (gid_t)-1);
-	if (r)
-		warnx("serve: writing stats %s: %s", path, strerror(-r));
-	buf_free(&b);
-}
-
 /* ---- set-up and the loop ------------------------------------------------------------------ */
 static int setup_regions(struct server *S, const struct handshake *h, char *err)
 {
@@ -478,6 +409,8 @@ struct serve_opts {
 	unsigned long long fault_around;
 	long long accept_ms;
 	int ready_fd;
+	mode_t sock_mode;
+	gid_t sock_gid;
 };
 
 static void server_free(struct server *S)
@@ -569,6 +502,8 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 				}
 			} else if (fd == S->peer->pidfd || fd == keep_sock) {
 				gone = true;
+			} else if (fd == S->uffd && (evs[i].events & (EPOLLERR | EPOLLHUP))) {
+				gone = true;   /* never seen in practice: do not spin on it */
 			}
 		}
 		if (code >= 0)
@@ -593,7 +528,7 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 static const char serve_usage[] =
 	"usage: serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR] "
 	"[--prefetch none|all|trace:FILE] [--fault-around 64K] [--record-trace FILE] [--stats FILE] "
-	"[--accept-timeout 60s] [--ready-fd N]";
+	"[--accept-timeout 60s] [--ready-fd N] [--socket-mode 600] [--socket-group GID]";
 
 int cmd_serve(int argc, char **argv)
 {
@@ -608,10 +543,12 @@ int cmd_serve(int argc, char **argv)
 		{"stats", required_argument, NULL, 'S'},
 		{"accept-timeout", required_argument, NULL, 'a'},
 		{"ready-fd", required_argument, NULL, 'R'},
+		{"socket-mode", required_argument, NULL, 'M'},
+		{"socket-group", required_argument, NULL, 'G'},
 		{0},
 	};
 	struct serve_opts o = {.prefetch = "none", .fault_around = 64 * 1024, .accept_ms = 60000,
-			       .ready_fd = -1};
+			       .ready_fd = -1, .sock_mode = 0600, .sock_gid = (gid_t)-1};
 	char *layers[64];
 	o.layers = layers;
 	int c;
@@ -643,6 +580,16 @@ int cmd_serve(int argc, char **argv)
 			if (*end || o.ready_fd < 0)
 				return usage_error("--ready-fd: bad fd '%s'", optarg);
 			break;
+		case 'M':
+			o.sock_mode = (mode_t)strtoul(optarg, &end, 8);
+			if (*end || !*optarg || o.sock_mode > 0777)
+				return usage_error("--socket-mode: bad octal mode '%s'", optarg);
+			break;
+		case 'G':
+			o.sock_gid = (gid_t)strtoul(optarg, &end, 10);
+			if (*end || !*optarg)
+				return usage_error("--socket-group: bad gid '%s'", optarg);
+			break;
 		default:
 			return usage_error("%s", serve_usage);
 		}
@@ -652,13 +599,11 @@ int cmd_serve(int argc, char **argv)
 	if (strcmp(o.prefetch, "none") && strcmp(o.prefetch, "all") && strncmp(o.prefetch, "trace:", 6))
 		return usage_error("--prefetch must be none, all or trace:FILE");
 	char err[ERRBUF];
-	struct buf hp = {0};
-	if (!o.header)
-		buf_printf(&hp, "%s/memfile.header", o.dir);
+	char *hp = o.header ? xstrdup(o.header) : snap_header_path(o.dir);
 	struct snap s;
-	if (snap_open(&s, o.header ? o.header : hp.p, o.dir, layers, o.nlayers, err))
+	if (snap_open(&s, hp, o.dir, layers, o.nlayers, err))
 		die(EXIT_FAIL, "serve: %s", err);
-	buf_free(&hp);
+	free(hp);
 	struct server S = {.s = &s, .uffd = -1};
 	S.record = o.record != NULL;
 	if (prefetch_init(&S, o.prefetch, err))
@@ -676,7 +621,7 @@ int cmd_serve(int argc, char **argv)
 	if (sfd < 0)
 		die_sys(EXIT_FAIL, "serve: signalfd");
 
-	int lfd = hs_listen(o.socket, err);
+	int lfd = hs_listen(o.socket, o.sock_mode, o.sock_gid, err);
 	if (lfd < 0)
 		die(EXIT_FAIL, "serve: %s", err);
 	if (o.ready_fd >= 0) {

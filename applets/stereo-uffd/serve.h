@@ -64,6 +64,11 @@ uint64_t mono_ns(void);
 enum serve_rc serve_run(struct server *S, struct region *r, uint64_t p, uint64_t lo, uint64_t hi);
 bool page_bit(const uint64_t *bm, uint64_t p);
 
+/* stats.c */
+void lat_record(struct server *S, uint64_t ns);
+void print_counters(const struct server *S);
+void write_stats(const struct server *S, const char *path);
+
 /* prefetch.c */
 int prefetch_init(struct server *S, const char *mode, char *err);
 /* One step (<= 2 MiB); SERVE_OK while there is more to do, or when finished (pf.done). */

@@ -8,6 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+char *snap_header_path(const char *dir)
+{
+	struct buf b = {0};
+	buf_printf(&b, "%s/memfile.header", dir);
+	return b.p;
+}
+
 static int find_layer(struct snap *s, const uint8_t id[16])
 {
 	for (size_t i = 0; i < s->nl; i++)

@@ -1,7 +1,7 @@
 /* stereo-uffd.c - Firecracker snapshot page server and snapshot memory tools: the applet
  * declaration and the subcommand table. One file per concern beside it: header.c (format),
- * snap.c (opening a snapshot), pack.c / layer.c / inspect.c (tools), handshake.c,
- * serve.c and prefetch.c (the page server).
+ * snap.c (opening a snapshot), pack.c / layer.c / merge.c / inspect.c (tools), handshake.c,
+ * serve.c, prefetch.c and stats.c (the page server).
  *
  * Spec: shared/spec/uffd.md, shared/spec/performance.md
  */
@@ -17,6 +17,7 @@ config STEREO_UFFD
 	  serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR]
 	        [--prefetch none|all|trace:FILE] [--fault-around 64K] [--record-trace FILE]
 	        [--stats FILE] [--accept-timeout 60s] [--ready-fd N]
+	        [--socket-mode 600] [--socket-group GID]
 	      Listen on PATH for Firecracker's Uffd memory backend, receive its regions and
 	      userfaultfd, and serve every page fault from the snapshot (--dir alone implies
 	      --header SNAPDIR/memfile.header). Exits 0 when Firecracker goes away; on a fatal

@@ -68,6 +68,7 @@ struct snap {
 int snap_open(struct snap *s, const char *hdr_path, const char *dir, char **specs, int nspecs,
 	      char *err);
 void snap_close(struct snap *s);
+char *snap_header_path(const char *dir);   /* DIR/memfile.header, caller frees */
 
 /* ---- pack.c: writing layers ------------------------------------------------------------ */
 bool block_is_zero(const uint8_t *p, size_t n);
@@ -125,7 +126,7 @@ struct handshake {
 	int uffd;
 };
 
-int hs_listen(const char *path, char *err);
+int hs_listen(const char *path, mode_t mode, gid_t gid, char *err);
 int hs_accept(int lfd, int timeout_ms, struct peer *p, char *err);
 int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err);
 /* The region JSON alone (also the fuzz target). */
