@@ -153,13 +153,17 @@ int stereo_health_main(int argc, char **argv)
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	int64_t deadline = now_ms() + wait_ms;
+	int per_request = c.timeout_ms;
 	struct probe p = {0};
 	int rc;
 	for (;;) {
+		/* with --wait, no single request may outlive the deadline */
+		int64_t left = deadline - now_ms();
+		c.timeout_ms = wait_ms && left < per_request ? (left > 0 ? (int)left : 1) : per_request;
 		rc = probe(&c, agents, &p);
 		if (!rc && (is_up(p.state) || !strcmp(p.state, "shutdown")))
 			break;
-		int64_t left = deadline - now_ms();
+		left = deadline - now_ms();
 		if (left <= 0)
 			break;
 		long long ms = left < interval_ms ? left : interval_ms;

@@ -106,6 +106,14 @@ teardown() { clis_teardown; }
 	[[ $stderr == *"timed out"* ]]
 }
 
+@test "--wait bounds each request by its deadline (a silent socket does not cost --timeout)" {
+	start_peer silent --unix "$BATS_TEST_TMPDIR/silent.sock" --silent
+	# the default per-request timeout is 10 s; the hang guard fires long before that
+	run --separate-stderr timeout 5 stereo-health --socket "$BATS_TEST_TMPDIR/silent.sock" --wait 300ms
+	assert_failure 3
+	[[ $stderr == *"timed out"* ]]
+}
+
 @test "--wait picks up a stereod that starts late" {
 	mkdir -p "$BATS_TEST_TMPDIR/root"
 	timeout 30 stereo-health --socket "$BATS_TEST_TMPDIR/root/run/stereos/stereosd.sock" \
