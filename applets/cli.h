@@ -98,6 +98,10 @@ static CLI_UNUSED size_t cli_utf8_seq(const char *s, size_t n, size_t i, uint32_
 	return len;
 }
 
+#define CLI_TTY_SECRET \
+	"refusing to read a secret from a terminal: pipe it in, or use --from-file or --from-env"
+#define CLI_NOT_UTF8 "the value is not valid UTF-8 (JSON strings cannot carry it)"
+
 /* JSON strings carry Unicode text only: a value that is not UTF-8 would arrive altered. */
 static CLI_UNUSED bool cli_utf8_valid(const char *s, size_t n)
 {
@@ -110,7 +114,8 @@ static CLI_UNUSED bool cli_utf8_valid(const char *s, size_t n)
 
 /* The string member `key` of object token obj into out ("" and -1 when absent or not a
  * string). */
-static CLI_UNUSED int cli_json_str(const struct json *j, int obj, const char *key, char *out, size_t n)
+static CLI_UNUSED int cli_json_str(const struct json *j, int obj, const char *key, char *out,
+				    size_t n)
 {
 	struct buf b = {0};
 	int t = obj >= 0 ? json_get(j, obj, key) : -1;

@@ -592,14 +592,14 @@ static int cmd_secret_set(int argc, char **argv)
 		/* wipe it in place: /proc/PID/environ reads this memory */
 		explicit_bzero(e, n);
 	} else if (!o.from_file && isatty(0)) {
-		return host_fail(EXIT_USAGE, "secret set", "refusing to read a secret from a terminal: pipe it in, or use --from-file or --from-env");
+		return host_fail(EXIT_USAGE, "secret set", CLI_TTY_SECRET);
 	} else if (cli_read_input(o.from_file ? o.from_file : "-", &v, MAX_INPUT, err)) {
 		buf_wipe(&v);
 		return host_fail(EXIT_FAIL, "secret set", err);
 	}
 	if (!cli_utf8_valid(v.p ? v.p : "", v.len)) {
 		buf_wipe(&v);
-		return host_fail(EXIT_FAIL, "secret set", "the value is not valid UTF-8 (JSON strings cannot carry it)");
+		return host_fail(EXIT_FAIL, "secret set", CLI_NOT_UTF8);
 	}
 	buf_reserve(&p, v.len * 6 + strlen(name) * 6 + 64);   /* no realloc: no stray copies */
 	buf_putc(&p, '{');

@@ -50,14 +50,14 @@ static int secret_set(struct ipc *c, const char *name, long long mode, const cha
 		buf_append(&v, e, n);
 		explicit_bzero(e, n);   /* /proc/PID/environ reads this memory */
 	} else if (!file && isatty(0)) {
-		return cli_fail(c->json, EXIT_USAGE, "set", "refusing to read a secret from a terminal: pipe it in, or use --from-file or --from-env");
+		return cli_fail(c->json, EXIT_USAGE, "set", CLI_TTY_SECRET);
 	} else if (cli_read_input(file ? file : "-", &v, MAX_VALUE, err)) {
 		buf_wipe(&v);
 		return cli_fail(c->json, EXIT_FAIL, "set", err);
 	}
 	if (!cli_utf8_valid(v.p ? v.p : "", v.len)) {
 		buf_wipe(&v);
-		return cli_fail(c->json, EXIT_FAIL, "set", "the value is not valid UTF-8 (JSON strings cannot carry it)");
+		return cli_fail(c->json, EXIT_FAIL, "set", CLI_NOT_UTF8);
 	}
 	buf_reserve(&body, v.len * 6 + strlen(name) * 6 + 64);   /* one allocation: no stray copies */
 	struct jw w;
@@ -179,8 +179,11 @@ int stereo_secret_main(int argc, char **argv)
 		return secret_list(&c);
 	if (!strcmp(a[0], "rm") && n == 2)
 		return secret_rm(&c, a[1]);
-	if (!strcmp(a[0], "set") || !strcmp(a[0], "rm") || !strcmp(a[0], "list"))
-		return usage_error("usage: %s", !strcmp(a[0], "set") ? "set NAME [--mode 0600] [--from-file F | --from-env VAR]"
-						   : !strcmp(a[0], "rm") ? "rm NAME" : "list [--json]");
+	if (!strcmp(a[0], "set"))
+		return usage_error("usage: set NAME [--mode 0600] [--from-file F | --from-env VAR]");
+	if (!strcmp(a[0], "rm"))
+		return usage_error("usage: rm NAME");
+	if (!strcmp(a[0], "list"))
+		return usage_error("usage: list [--json]");
 	return usage_error("unknown command '%s' (set, list or rm)", a[0]);
 }
