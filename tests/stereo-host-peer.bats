@@ -41,6 +41,14 @@ teardown() { clis_teardown; }
 	[[ $stderr == *"connection closed"* || $stderr == *"reset"* ]]
 }
 
+@test "a reply that is not JSON exits 1" {
+	start_peer junk --garbage
+	run --separate-stderr stereo-host --tcp "$PEER_ADDR" --json ping
+	assert_failure 1
+	[[ $stderr == *"malformed reply"* ]]
+	echo "$output" | jq -e '.ok == false'
+}
+
 @test "an ack with ok:false exits 1 and prints the guest's error" {
 	start_peer no --ids --ack-error "denied by the test peer"
 	run --separate-stderr stereo-host --tcp "$PEER_ADDR" mount share /mnt/x --type 9p

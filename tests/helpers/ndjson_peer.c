@@ -5,14 +5,14 @@
  *
  *   ndjson_peer [--unix PATH] --ready FILE [--record FILE] [--ids] [--push]
  *               [--states booting,booting,ready] [--ack-error MSG] [--pushes-after-subscribe N]
- *               [--silent | --close | --mute] [--http]
+ *               [--silent | --close | --mute | --garbage] [--http]
  *
  * --ready gets "127.0.0.1:PORT\n" (or the unix path) once listening. --record appends every
  * received line. --ids: answer hello and echo "id" (like stereod); without it hello gets the
  * upstream "unknown message type" ack. --push: before every reply, write a lifecycle push and
  * (with --ids) a reply carrying another id. --silent: never accept (connects succeed through
  * the backlog, nothing is ever answered). --close: accept and hang up at once. --mute: accept
- * and record, never answer.
+ * and record, never answer. --garbage: answer every line with a line that is not JSON.
  * --http (with --unix): speak stereod's IPC HTTP API instead: GET /v1/health answers the
  * --states sequence, GET /v1/agents {"agents":[]}, anything else 404. */
 #include "common/stereo.h"
@@ -24,7 +24,7 @@
 
 static struct {
 	const char *record;
-	bool ids, push, silent, close_at_once, http, mute;
+	bool ids, push, silent, close_at_once, http, mute, garbage;
 	char *states[64];
 	int nstates, health_calls;
 	const char *ack_error;
@@ -95,6 +95,10 @@ static void handle(int fd, const char *line, size_t len)
 	}
 	if (cfg.mute)
 		return;
+	if (cfg.garbage) {
+		say(fd, "this is not JSON");
+		return;
+	}
 	struct json j;
 	char err[ERRBUF];
 	if (json_parse(&j, line, len, true, err)) {
@@ -200,7 +204,7 @@ int main(int argc, char **argv)
 		{"push", no_argument, NULL, 'p'}, {"states", required_argument, NULL, 's'},
 		{"ack-error", required_argument, NULL, 'e'}, {"silent", no_argument, NULL, 'S'},
 		{"close", no_argument, NULL, 'c'}, {"http", no_argument, NULL, 'h'},
-		{"mute", no_argument, NULL, 'M'},
+		{"mute", no_argument, NULL, 'M'}, {"garbage", no_argument, NULL, 'G'},
 		{"pushes-after-subscribe", required_argument, NULL, 'n'}, {0},
 	};
 	int c;
@@ -220,6 +224,7 @@ int main(int argc, char **argv)
 		case 'c': cfg.close_at_once = true; break;
 		case 'h': cfg.http = true; break;
 		case 'M': cfg.mute = true; break;
+		case 'G': cfg.garbage = true; break;
 		case 'n': cfg.pushes_after_subscribe = atol(optarg); break;
 		default: return 2;
 		}
