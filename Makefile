@@ -69,7 +69,7 @@ savedefconfig: generated/Kconfig.applets
 COMMON_SRCS := $(filter-out common/main.c,$(wildcard common/*.c))
 APPLET_SRCS := $(sort $(src-y))
 SRCS        := common/main.c $(COMMON_SRCS) $(APPLET_SRCS)
-LIBS        := $(if $(CONFIG_INIT),$(NL_LIBS))
+LIBS        := $(if $(CONFIG_INIT_NET),$(NL_LIBS))
 STATIC_FLAG := $(if $(CONFIG_STATIC),-static)
 
 OBJS      := $(SRCS:%.c=build/obj/%.o)

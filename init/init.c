@@ -40,6 +40,17 @@ config INIT
 	  parsed configuration as JSON). --check validates the configuration.
 	  Durations: 500ms, 2s, 1m. Exit codes: 0 ok, 1 failed, 2 usage, 3 cannot
 	  reach init; a stopped init exits 0 (poweroff) or 129 (reboot).
+
+config INIT_NET
+	bool "init: network set-up over netlink (libnl-route-3)"
+	default y
+	depends on INIT
+	help
+	  Bring interfaces up and configure addresses, MTU, default routes,
+	  resolv.conf and the hostname from the kernel ip= and
+	  /etc/stereos/network with libnl-route-3 (about 180 KiB of the static
+	  binary). Without it init still brings lo up and parses the
+	  configuration (--net-only --dry-run), but refuses to apply it.
 */
 #include "init/init.h"
 #include <getopt.h>
