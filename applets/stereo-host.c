@@ -948,9 +948,11 @@ static const struct cmd {
 	{"shutdown", NULL, cmd_shutdown, "", 0, 64, "[REASON]"},
 	{"events", NULL, cmd_events, "c", 0, 0, "[--count N]"},
 	{"hello", NULL, cmd_hello, "", 0, 0, ""},
-	{"snapshot-prepare", NULL, cmd_snapshot_prepare, "FDW", 0, 0, "[--freeze PATH]... [--drop-caches] [--thaw-after DUR]"},
+	{"snapshot-prepare", NULL, cmd_snapshot_prepare, "FDW", 0, 0,
+	 "[--freeze PATH]... [--drop-caches] [--thaw-after DUR]"},
 	{"snapshot-abort", NULL, cmd_snapshot_abort, "", 0, 0, ""},
-	{"restored", NULL, cmd_restored, "gHMN", 0, 0, "[--generation N] [--hostname H] [--machine-id ID] [--network FILE|-]"},
+	{"restored", NULL, cmd_restored, "gHMN", 0, 0,
+	 "[--generation N] [--hostname H] [--machine-id ID] [--network FILE|-]"},
 	{"metrics", NULL, cmd_metrics, "", 0, 0, "[--json]"},
 };
 

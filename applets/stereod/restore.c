@@ -434,7 +434,8 @@ int net_validate(const struct json *j, int net, char *err)
 			    (json_get(j, r, "via") >= 0 &&
 			     (!jstr(j, r, "via", &b) || parse_cidr(buf_cstr(&b), &via) ||
 			      via.family == AF_UNSPEC))) {
-				errf(err, "network.routes[%d] must be {dst: CIDR or \"default\", via?: IP}", i);
+				errf(err, "network.routes[%d] must be {dst: CIDR or \"default\", "
+				     "via?: IP}", i);
 				goto out;
 			}
 		}
