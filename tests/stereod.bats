@@ -440,3 +440,17 @@ EOF2
 	run nd <<<'{"type":"<b>&\u2028"}'
 	assert_output '{"type":"ack","payload":{"reply_to":"\u003cb\u003e\u0026\u2028","ok":false,"error":"unknown message type: \u003cb\u003e\u0026\u2028"}}'
 }
+
+@test "set_config and shutdown refuse mistyped fields and write or run nothing" {
+	start_stereod
+	run nd <<'EOF2'
+{"type":"set_config","payload":{"content":42}}
+{"type":"shutdown","payload":{"reason":["x"]}}
+{"type":"get_health"}
+EOF2
+	assert_line -n 0 '{"type":"ack","payload":{"reply_to":"set_config","ok":false,"error":"payload.content: expected a string"}}'
+	assert_line -n 1 '{"type":"ack","payload":{"reply_to":"shutdown","ok":false,"error":"payload.reason: expected a string"}}'
+	assert_line -n 2 --partial '"state":"ready"'
+	[ ! -e "$R/etc/stereos/jcard.toml" ]
+	[ ! -s "$EV" ]
+}

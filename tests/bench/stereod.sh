@@ -78,3 +78,4 @@ os=$("$t/ndjson_load" startup "$bin" stereod --listen-mode tcp --listen 127.0.0.
 	--ready-fd 3 --allow-disk-secrets --poweroff none)
 row "exec to ready (us)" "$(echo "$fs" | awk '{print $2}')" "$(echo "$os" | awk '{print $2}')" "us (target <= 10000 us)"
 row "idle RSS after ready (kB)" "$(echo "$fs" | awk '{print $4}')" "$(echo "$os" | awk '{print $4}')" "kB (target <= 1024 kB)"
+row "  of which anonymous (kB)" "$(echo "$fs" | awk '{print $6}')" "$(echo "$os" | awk '{print $6}')" "kB (the rest: shared binary pages)"

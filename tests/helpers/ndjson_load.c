@@ -5,7 +5,7 @@
  *       prints "replies/s N"
  *   ndjson_load startup CMD ARGS...
  *       run CMD with a pipe as fd 3 (--ready-fd 3), time exec-to-readiness-line, wait 200 ms,
- *       print "ready_us N rss_kb N", SIGTERM it
+ *       print "ready_us N rss_kb N anon_kb N" (VmRSS; anonymous = its own memory), SIGTERM it
  *   ndjson_load atomic DIR MS
  *       the floor of inject_secret: atomic_write_at of a small file in DIR, prints "writes/s N"
  */
@@ -90,16 +90,17 @@ static int do_load(char **a)
 	return 0;
 }
 
-static long rss_kb(pid_t pid)
+/* A "Key:   N kB" field of a /proc/PID file, -1 when absent. */
+static long proc_kb(pid_t pid, const char *file, const char *key)
 {
 	char path[64];
 	struct buf b = {0};
-	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
 	long kb = -1;
 	if (!read_file(path, &b, 1 << 16)) {
-		char *p = strstr(b.p, "VmRSS:");
+		char *p = strstr(b.p, key);
 		if (p)
-			kb = atol(p + 6);
+			kb = atol(p + strlen(key));
 	}
 	buf_free(&b);
 	return kb;
@@ -127,11 +128,12 @@ static int do_startup(char **argv)
 		die(EXIT_FAIL, "%s never became ready", argv[0]);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	usleep(200000);
-	long rss = rss_kb(pid);
+	long rss = proc_kb(pid, "status", "VmRSS:");
+	long anon = proc_kb(pid, "smaps_rollup", "Anonymous:");
 	kill(pid, SIGTERM);
 	waitpid(pid, NULL, 0);
-	printf("ready_us %ld rss_kb %ld\n",
-	       (t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000, rss);
+	printf("ready_us %ld rss_kb %ld anon_kb %ld\n",
+	       (t1.tv_sec - t0.tv_sec) * 1000000L + (t1.tv_nsec - t0.tv_nsec) / 1000, rss, anon);
 	return 0;
 }
 
