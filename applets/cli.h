@@ -71,46 +71,9 @@ static CLI_UNUSED int cli_read_input(const char *path, struct buf *out, size_t m
 	return rc;
 }
 
-/* Length of the valid UTF-8 sequence at s[i] (its code point in *cp), 0 when invalid. */
-static CLI_UNUSED size_t cli_utf8_seq(const char *s, size_t n, size_t i, uint32_t *cp)
-{
-	unsigned char c = s[i];
-	size_t len = 0;
-	if (c < 0x80)
-		return *cp = c, 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2, *cp = c & 0x1f;
-	else if (c >= 0xe0 && c <= 0xef)
-		len = 3, *cp = c & 0x0f;
-	else if (c >= 0xf0 && c <= 0xf4)
-		len = 4, *cp = c & 0x07;
-	if (!len || i + len > n)
-		return 0;
-	for (size_t k = 1; k < len; k++) {
-		unsigned char d = s[i + k];
-		if ((d & 0xc0) != 0x80)
-			return 0;
-		*cp = *cp << 6 | (d & 0x3f);
-	}
-	if ((len == 3 && (*cp < 0x800 || (*cp >= 0xd800 && *cp <= 0xdfff))) ||
-	    (len == 4 && (*cp < 0x10000 || *cp > 0x10ffff)))
-		return 0;
-	return len;
-}
-
 #define CLI_TTY_SECRET \
 	"refusing to read a secret from a terminal: pipe it in, or use --from-file or --from-env"
 #define CLI_NOT_UTF8 "the value is not valid UTF-8 (JSON strings cannot carry it)"
-
-/* JSON strings carry Unicode text only: a value that is not UTF-8 would arrive altered. */
-static CLI_UNUSED bool cli_utf8_valid(const char *s, size_t n)
-{
-	uint32_t cp;
-	for (size_t i = 0, l; i < n; i += l)
-		if (!(l = cli_utf8_seq(s, n, i, &cp)))
-			return false;
-	return true;
-}
 
 /* The string member `key` of object token obj into out ("" and -1 when absent or not a
  * string). */

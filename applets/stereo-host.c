@@ -168,54 +168,10 @@ static int host_fail(int code, const char *cmd, const char *msg)
 }
 
 /* ---- the wire form ------------------------------------------------------------------ */
-/* Go's encoding/json string form (HTML-safe escapes, \ufffd for invalid UTF-8), so requests
- * are byte for byte what the upstream client sends. */
-static void go_quote(struct buf *b, const char *s, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	buf_putc(b, '"');
-	for (size_t i = 0; i < n;) {
-		unsigned char c = s[i];
-		if (c >= 0x80) {
-			uint32_t cp;
-			size_t len = cli_utf8_seq(s, n, i, &cp);
-			if (!len)
-				buf_puts(b, "\\ufffd");
-			else if (cp == 0x2028 || cp == 0x2029)
-				buf_printf(b, "\\u%04x", (unsigned)cp);
-			else
-				buf_append(b, s + i, len);
-			i += len ? len : 1;
-			continue;
-		}
-		switch (c) {
-		case '"': buf_puts(b, "\\\""); break;
-		case '\\': buf_puts(b, "\\\\"); break;
-		case '\n': buf_puts(b, "\\n"); break;
-		case '\r': buf_puts(b, "\\r"); break;
-		case '\t': buf_puts(b, "\\t"); break;
-		case '\b': buf_puts(b, "\\b"); break;
-		case '\f': buf_puts(b, "\\f"); break;
-		case '<': case '>': case '&':
-			buf_printf(b, "\\u00%c%c", hex[c >> 4], hex[c & 15]);
-			break;
-		default:
-			if (c < 0x20) {
-				char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-				buf_append(b, u, 6);
-			} else {
-				buf_putc(b, c);
-			}
-		}
-		i++;
-	}
-	buf_putc(b, '"');
-}
-
 static void kq(struct buf *b, const char *key, const char *v, size_t n, bool first)
 {
 	buf_printf(b, "%s\"%s\":", first ? "" : ",", key);
-	go_quote(b, v, n);
+	json_quote(b, v, n);
 }
 
 /* ---- the connection ------------------------------------------------------------------- */
@@ -336,7 +292,7 @@ static int request(struct conn *c, const char *type, const struct buf *payload, 
 	struct buf line = {0};
 	buf_reserve(&line, (payload ? payload->len : 0) + strlen(type) * 6 + 64);   /* no realloc */
 	buf_puts(&line, "{\"type\":");
-	go_quote(&line, type, strlen(type));
+	json_quote(&line, type, strlen(type));
 	if (payload && payload->len) {
 		buf_puts(&line, ",\"payload\":");
 		buf_append(&line, payload->p, payload->len);
@@ -597,7 +553,7 @@ static int cmd_secret_set(int argc, char **argv)
 		buf_wipe(&v);
 		return host_fail(EXIT_FAIL, "secret set", err);
 	}
-	if (!cli_utf8_valid(v.p ? v.p : "", v.len)) {
+	if (!utf8_valid(v.p ? v.p : "", v.len)) {
 		buf_wipe(&v);
 		return host_fail(EXIT_FAIL, "secret set", CLI_NOT_UTF8);
 	}
@@ -824,7 +780,7 @@ static int cmd_snapshot_prepare(int argc, char **argv)
 	for (int i = 0; i < o.nfreeze; i++) {
 		if (i)
 			buf_putc(&p, ',');
-		go_quote(&p, o.freeze[i], strlen(o.freeze[i]));
+		json_quote(&p, o.freeze[i], strlen(o.freeze[i]));
 	}
 	buf_printf(&p, "],\"drop_caches\":%s", o.drop_caches ? "true" : "false");
 	if (o.thaw_after_ms)
@@ -878,11 +834,11 @@ static int cmd_restored(int argc, char **argv)
 		buf_printf(&p, ",\"generation\":%lld", o.generation);
 	if (o.hostname) {
 		buf_puts(&p, ",\"hostname\":");
-		go_quote(&p, o.hostname, strlen(o.hostname));
+		json_quote(&p, o.hostname, strlen(o.hostname));
 	}
 	if (o.machine_id) {
 		buf_puts(&p, ",\"machine_id\":");
-		go_quote(&p, o.machine_id, strlen(o.machine_id));
+		json_quote(&p, o.machine_id, strlen(o.machine_id));
 	}
 	if (net.len) {
 		/* valid JSON has newlines only between tokens: blanks keep the request one line */

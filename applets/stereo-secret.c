@@ -55,7 +55,7 @@ static int secret_set(struct ipc *c, const char *name, long long mode, const cha
 		buf_wipe(&v);
 		return cli_fail(c->json, EXIT_FAIL, "set", err);
 	}
-	if (!cli_utf8_valid(v.p ? v.p : "", v.len)) {
+	if (!utf8_valid(v.p ? v.p : "", v.len)) {
 		buf_wipe(&v);
 		return cli_fail(c->json, EXIT_FAIL, "set", CLI_NOT_UTF8);
 	}

@@ -52,6 +52,18 @@ static int utf8_len(const unsigned char *p, const unsigned char *end)
 	return n;
 }
 
+bool utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	while (p < end) {
+		int len = utf8_len(p, end);
+		if (!len)
+			return false;
+		p += len;
+	}
+	return true;
+}
+
 static int hex4(const char *p, unsigned *out)
 {
 	unsigned v = 0;
@@ -433,6 +445,8 @@ int json_i64(const struct json *j, int i, int64_t *out)
 }
 
 /* ---- writer ---------------------------------------------------------------------------- */
+/* Go's encoding/json string form, so our output is byte for byte what stereosd and its Go
+ * client write: HTML-safe escapes for < > &, U+2028/U+2029 escaped, invalid UTF-8 as \ufffd. */
 void json_quote(struct buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -442,7 +456,7 @@ void json_quote(struct buf *b, const char *s, size_t n)
 	while (i < n) {
 		size_t k = i;
 		while (k < n && (unsigned char)s[k] >= 0x20 && (unsigned char)s[k] < 0x80 &&
-		       s[k] != '"' && s[k] != '\\')
+		       !strchr("\"\\<>&", s[k]))
 			k++;
 		buf_append(b, s + i, k - i);
 		if (k >= n)
@@ -450,10 +464,13 @@ void json_quote(struct buf *b, const char *s, size_t n)
 		unsigned char c = s[k];
 		if (c >= 0x80) {
 			int len = utf8_len((const unsigned char *)s + k, (const unsigned char *)s + n);
-			if (len)
-				buf_append(b, s + k, len);
+			if (!len)
+				buf_puts(b, "\\ufffd");
+			else if (len == 3 && c == 0xe2 && (unsigned char)s[k + 1] == 0x80 &&
+				 ((unsigned char)s[k + 2] == 0xa8 || (unsigned char)s[k + 2] == 0xa9))
+				buf_puts(b, (unsigned char)s[k + 2] == 0xa8 ? "\\u2028" : "\\u2029");
 			else
-				buf_puts(b, "\xef\xbf\xbd");
+				buf_append(b, s + k, len);
 			i = k + (len ? len : 1);
 			continue;
 		}
@@ -463,8 +480,6 @@ void json_quote(struct buf *b, const char *s, size_t n)
 		case '\n': buf_puts(b, "\\n"); break;
 		case '\r': buf_puts(b, "\\r"); break;
 		case '\t': buf_puts(b, "\\t"); break;
-		case '\b': buf_puts(b, "\\b"); break;
-		case '\f': buf_puts(b, "\\f"); break;
 		default: {
 			char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
 			buf_append(b, u, 6);

@@ -73,6 +73,8 @@ void jw_raw(struct jw *w, const char *json, size_t n);   /* already-valid JSON v
 void jw_kstr(struct jw *w, const char *k, const char *v);
 void jw_kint(struct jw *w, const char *k, long long v);
 void jw_kbool(struct jw *w, const char *k, bool v);
-/* Append s as a quoted JSON string; invalid UTF-8 becomes U+FFFD. */
+/* Append s as a quoted JSON string in Go's encoding/json form (see json.c). */
 void json_quote(struct buf *b, const char *s, size_t n);
+/* True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or values > U+10FFFF). */
+bool utf8_valid(const char *s, size_t n);
 #endif

@@ -80,10 +80,10 @@ unit() { "$STEREO_T/unit" "$@"; }
 	assert_output '2'
 }
 
-@test "json writer: escapes quotes, backslashes, controls; invalid UTF-8 becomes U+FFFD" {
-	run unit json-quote < <(printf 'a"b\\c\n\x01\x1f\xc3\xa9\xff')
+@test "json writer: Go's string form (quotes, controls, <>& and U+2028 escaped, bad UTF-8 as \\ufffd)" {
+	run unit json-quote < <(printf 'a"b\\c\n\x01\x1f\b<&>\xc3\xa9\xe2\x80\xa8\xff')
 	assert_success
-	assert_line --index 0 '"a\"b\\c\n\u0001\u001fé�"'
+	assert_line --index 0 '"a\"b\\c\n\u0001\u001f\u0008\u003c\u0026\u003eé\u2028\ufffd"'
 }
 
 @test "ndjson: frames lines, ignores nothing, keeps the partial tail" {
