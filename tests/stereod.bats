@@ -384,13 +384,17 @@ EOF2
 	[ "$(grep -c poweroff "$EV")" -eq 1 ]
 }
 
-@test "--poweroff init sends SIGUSR2 to PID 1" {
+# poweroff_via_pid1 [STEREOD ARGS...]: run stereod under a shell that is PID 1 of a new pid
+# namespace and records SIGUSR2; send shutdown; the shell must have got the signal.
+poweroff_via_pid1() {
 	F=$BATS_TEST_TMPDIR/init-got
 	unshare --fork --pid --mount-proc sh -c '
 		trap "echo usr2 >\"$1\"; exit 0" USR2
-		"$2" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$3" --allow-disk-secrets \
-			--poweroff init --ready-fd 3 2>>"$4" &
-		wait; wait' sh "$F" "$STEREO_BIN" "$R" "$LOG" 3>"$BATS_TEST_TMPDIR/ready" &
+		f=$1 bin=$2 root=$3 log=$4
+		shift 4
+		"$bin" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$root" --allow-disk-secrets \
+			--ready-fd 3 "$@" 2>>"$log" &
+		wait; wait' sh "$F" "$STEREO_BIN" "$R" "$LOG" "$@" 3>"$BATS_TEST_TMPDIR/ready" &
 	UNSHARE=$!
 	wait_for grep -q . "$BATS_TEST_TMPDIR/ready"
 	ADDR=$(cat "$BATS_TEST_TMPDIR/ready")
@@ -399,6 +403,23 @@ EOF2
 	wait "$UNSHARE"
 	[ "$(cat "$F")" = usr2 ]
 	grep -q 'requesting poweroff from init' "$LOG"
+}
+
+@test "--poweroff init sends SIGUSR2 to PID 1" {
+	poweroff_via_pid1 --poweroff init
+}
+
+@test "by default, under our init (STEREO_INIT=1), poweroff is SIGUSR2 to PID 1" {
+	STEREO_INIT=1 poweroff_via_pid1
+}
+
+@test "--poweroff none only logs that nothing powers off" {
+	start_stereod --poweroff none
+	run nd <<<'{"type":"shutdown"}'
+	assert_output '{"type":"ack","payload":{"reply_to":"shutdown","ok":true}}'
+	wait_for grep -q 'no poweroff action configured' "$LOG"
+	[ "$(state)" = shutdown ]
+	[ ! -s "$EV" ]
 }
 
 @test "SIGTERM stops the daemon cleanly with exit 0" {
