@@ -58,6 +58,7 @@ struct svc_def {
 	enum restart_policy restart;
 	int notify_fd;                /* -1: no readiness notification */
 	long long ready_timeout_ms;   /* -1: the global default */
+	long long stop_timeout_ms;    /* -1: the global default */
 	bool has_user;
 	uid_t uid;
 	gid_t gid;

@@ -136,8 +136,13 @@ void power_begin(enum halt_kind k)
 	pw.phase = P_SERVICES;
 	log_info("shutting down", "action=%s", k == HALT_REBOOT ? "reboot" : "poweroff");
 	super_shutdown(s);
-	/* each service gets stop_timeout after its SIGTERM; a chain of n waits at most n of them */
-	pw.timer = loop_timer(l, o->stop_timeout_ms * (super_count(s) + 1) + 1000, phase_timeout, NULL);
+	/* each service gets its stop timeout after its SIGTERM; a chain waits at most their sum */
+	long long total = o->stop_timeout_ms + 1000;
+	for (int i = 0; i < super_count(s); i++) {
+		long long t = super_svc(s, i)->def.stop_timeout_ms;
+		total += t > 0 ? t : o->stop_timeout_ms;
+	}
+	pw.timer = loop_timer(l, total, phase_timeout, NULL);
 }
 
 /* Called before each loop wait, after reaping: move on when the current phase is done. */

@@ -446,7 +446,8 @@ static void stop_svc(struct super *s, struct svc *sv)
 	close_ready(s, sv);
 	log_info("stopping service", "name=%s pid=%d", sv->def.name, (int)sv->pid);
 	kill_svc(sv, SIGTERM);
-	sv->timer = loop_timer(s->l, s->o->stop_timeout_ms, stop_timeout, sv);
+	long long t = sv->def.stop_timeout_ms > 0 ? sv->def.stop_timeout_ms : s->o->stop_timeout_ms;
+	sv->timer = loop_timer(s->l, t, stop_timeout, sv);
 	set_state(s, sv, SVC_STOPPING);
 }
 

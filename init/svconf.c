@@ -1,6 +1,6 @@
 /* svconf.c - the service file format (docs/init.md): one `key=value` per line in
  * /etc/stereos/services/NAME.conf, '#' comments, keys name, exec, user, env, after, restart,
- * notify-fd, ready-timeout, dir. Parsing only: no process is touched here.
+ * notify-fd, ready-timeout, stop-timeout, dir. Parsing only: no process is touched here.
  */
 #include "init/init.h"
 #include <ctype.h>
@@ -147,7 +147,7 @@ static int parse_kv(struct svc_def *d, const char *k, const char *v, unsigned *s
 		    const char *passwd_file, char *err)
 {
 	static const char *const once[] = {"name", "exec", "user", "restart", "notify-fd",
-					   "ready-timeout", "dir"};
+					   "ready-timeout", "stop-timeout", "dir"};
 	for (size_t i = 0; i < ARRAY_SIZE(once); i++)
 		if (!strcmp(k, once[i])) {
 			if (*seen & (1u << i))
@@ -198,6 +198,9 @@ static int parse_kv(struct svc_def *d, const char *k, const char *v, unsigned *s
 	} else if (!strcmp(k, "ready-timeout")) {
 		if (parse_duration_ms(v, &d->ready_timeout_ms))
 			return errf(err, "bad ready-timeout '%s'", v);
+	} else if (!strcmp(k, "stop-timeout")) {
+		if (parse_duration_ms(v, &d->stop_timeout_ms) || d->stop_timeout_ms < 1)
+			return errf(err, "bad stop-timeout '%s'", v);
 	} else if (!strcmp(k, "dir")) {
 		if (*v != '/')
 			return errf(err, "dir must be absolute, got '%s'", v);
@@ -216,6 +219,7 @@ int svconf_parse(struct svc_def *d, const char *name, const char *text, size_t l
 	memset(d, 0, sizeof *d);
 	d->notify_fd = -1;
 	d->ready_timeout_ms = -1;
+	d->stop_timeout_ms = -1;
 	d->restart = RESTART_ALWAYS;
 	snprintf(d->name, sizeof d->name, "%s", name);
 	unsigned seen = 0;

@@ -413,9 +413,10 @@ print(s.recv(4096).decode().strip())
 	wait_state up stopped
 }
 
-@test "--ctl start refuses a service that is still stopping" {
-	svc stubborn "exec=/bin/sh -c 'trap \"\" TERM; echo up >> $EV; while :; do sleep 0.05; done'"
-	start_init --stop-timeout 2s
+@test "--ctl start refuses a service that is still stopping (stop-timeout= per service)" {
+	svc stubborn "exec=/bin/sh -c 'trap \"\" TERM; echo up >> $EV; while :; do sleep 0.05; done'" \
+		"stop-timeout=2s"
+	start_init --stop-timeout 100ms
 	wait_for events_has up
 	sinit --ctl stop stubborn --root "$R"
 	wait_state stubborn stopping
@@ -424,4 +425,5 @@ print(s.recv(4096).decode().strip())
 	assert_output --partial "is still stopping"
 	wait_state stubborn stopped
 	assert_equal "$(field stubborn last_exit)" "signal 9"
+	grep -q 'msg="service ignored SIGTERM, sending SIGKILL" name=stubborn' "$LOG"
 }
