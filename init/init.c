@@ -110,6 +110,8 @@ static void reload(struct ctx *c)
 static void on_signal(struct loop *l, const struct signalfd_siginfo *si, void *ctx)
 {
 	struct ctx *c = ctx;
+	if (si->ssi_signo != SIGCHLD)
+		log_info("signal", "name=SIG%s from_pid=%u", sigabbrev_np(si->ssi_signo), si->ssi_pid);
 	switch (si->ssi_signo) {
 	case SIGCHLD:
 		reap_all(on_child, c->s);
