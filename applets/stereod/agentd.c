@@ -62,16 +62,16 @@ static int render_agents(const char *body, size_t len, struct buf *out, size_t *
 		} else {
 			jw_obj(&w);
 			jw_key(&w, "name");
-			jw_go_strn(&w, name.p ? name.p : "", name.len);
+			jw_strn(&w, name.p ? name.p : "", name.len);
 			jw_kbool(&w, "running", run);
 			if (session.len) {
 				jw_key(&w, "session");
-				jw_go_strn(&w, session.p, session.len);
+				jw_strn(&w, session.p, session.len);
 			}
 			jw_kint(&w, "restarts", restarts);
 			if (error.len) {
 				jw_key(&w, "error");
-				jw_go_strn(&w, error.p, error.len);
+				jw_strn(&w, error.p, error.len);
 				if (!error_agent->len)
 					buf_append(error_agent, name.p ? name.p : "?", name.len ? name.len : 1);
 			}

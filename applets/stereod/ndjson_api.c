@@ -46,34 +46,6 @@ struct ndjson_server {
 
 /* ---- replies --------------------------------------------------------------------------- */
 
-void jw_go_strn(struct jw *w, const char *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n && s[i] != '<' && s[i] != '>' && s[i] != '&' && (unsigned char)s[i] != 0xe2)
-		i++;
-	if (i == n) {
-		jw_strn(w, s, n);
-		return;
-	}
-	struct buf q = {0}, o = {0};
-	json_quote(&q, s, n);
-	for (i = 0; i < q.len; i++) {
-		unsigned char c = q.p[i];
-		if (c == '<' || c == '>' || c == '&')
-			buf_printf(&o, "\\u00%02x", c);
-		else if (c == 0xe2 && i + 2 < q.len && (unsigned char)q.p[i + 1] == 0x80 &&
-			 ((unsigned char)q.p[i + 2] == 0xa8 || (unsigned char)q.p[i + 2] == 0xa9)) {
-			buf_printf(&o, "\\u20%02x", (unsigned char)q.p[i + 2] == 0xa8 ? 0x28 : 0x29);
-			i += 2;
-		} else {
-			buf_putc(&o, c);
-		}
-	}
-	jw_raw(w, o.p, o.len);
-	buf_free(&q);
-	buf_free(&o);
-}
-
 void reply_begin(struct req *r, struct jw *w, const char *type)
 {
 	jw_init(w, r->out);
@@ -98,12 +70,12 @@ void reply_ack(struct req *r, bool ok, const char *error)
 	jw_key(&w, "payload");
 	jw_obj(&w);
 	jw_key(&w, "reply_to");
-	jw_go_strn(&w, r->type, r->type_len);
+	jw_strn(&w, r->type, r->type_len);
 	jw_kbool(&w, "ok", ok);
 	if (!ok) {
 		const char *e = error && *error ? error : "failed";
 		jw_key(&w, "error");
-		jw_go_strn(&w, e, strlen(e));
+		jw_strn(&w, e, strlen(e));
 	}
 	jw_obj_end(&w);
 	reply_end(r, &w);
@@ -542,7 +514,7 @@ void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const cha
 	jw_kstr(&w, "state", state);
 	if (message && *message) {
 		jw_key(&w, "message");
-		jw_go_strn(&w, message, strlen(message));
+		jw_strn(&w, message, strlen(message));
 	}
 	jw_obj_end(&w);
 	jw_obj_end(&w);

@@ -81,9 +81,6 @@ struct req {
 	struct buf *out;           /* the connection's output buffer */
 };
 void reply_ack(struct req *r, bool ok, const char *error);
-/* A JSON string escaped exactly as Go's encoding/json does (<, >, &, U+2028/9 as \uXXXX too),
- * for text that came from a peer, so old clients see stereosd's bytes. */
-void jw_go_strn(struct jw *w, const char *s, size_t n);
 /* reply_begin writes {"type":TYPE[,"id":ID]; add "payload" with jw_key, then reply_end. */
 void reply_begin(struct req *r, struct jw *w, const char *type);
 void reply_end(struct req *r, struct jw *w);
