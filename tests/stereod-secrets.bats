@@ -155,3 +155,22 @@ EOF2
 	[ "$(nsenter -t "$STEREOD_PID" -m cat "$S/k")" = v4lue ]
 	[ ! -e "$S/k" ]    # not on the disk outside the namespace
 }
+
+@test "under a scratch --root the secrets tmpfs it mounted is unmounted when it stops" {
+	run unshare -m --propagation private sh -c '
+		"$1" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$2" --ready-fd 3 \
+			--poweroff none 3>"$3" 2>>"$4" &
+		pid=$!
+		i=0
+		until grep -q : "$3"; do i=$((i + 1)); [ $i -lt 400 ] || exit 9; sleep 0.025; done
+		grep -c " $2/run/stereos/secrets " /proc/self/mountinfo
+		kill -TERM $pid
+		wait $pid
+		echo "exit $?"
+		grep -c " $2/run/stereos/secrets " /proc/self/mountinfo
+		true' sh "$STEREO_BIN" "$R" "$BATS_TEST_TMPDIR/ready" "$LOG"
+	assert_output "1
+exit 0
+0"
+	asan_clean "$LOG"
+}

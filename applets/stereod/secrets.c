@@ -56,6 +56,7 @@ int secrets_setup(struct stereod *d, char *err)
 				 d->secrets_dir, strerror(errno));
 		} else {
 			log_info("mounted a tmpfs on the secrets dir", "path=%s", d->secrets_dir);
+			d->secrets_mounted = true;
 			close(fd);
 			fd = open(d->secrets_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (fd < 0)
@@ -71,6 +72,18 @@ int secrets_setup(struct stereod *d, char *err)
 	else
 		log_warn("secrets dir is not a tmpfs: secrets will be refused", "path=%s", d->secrets_dir);
 	return 0;
+}
+
+void secrets_teardown(struct stereod *d)
+{
+	if (d->secrets_fd >= 0)
+		close(d->secrets_fd);
+	d->secrets_fd = -1;
+	/* Under a scratch --root (make run, tests) the tmpfs we mounted goes with us, so the tree
+	 * can be removed; under / it stays, and a restarted stereod finds its secrets again. */
+	if (d->secrets_mounted && strcmp(d->root, "/") && umount2(d->secrets_dir, MNT_DETACH))
+		log_warn("cannot unmount the secrets tmpfs", "path=%s err=\"%s\"", d->secrets_dir,
+			 strerror(errno));
 }
 
 int secrets_inject(struct stereod *d, const struct secret_req *r, char *err)

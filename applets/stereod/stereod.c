@@ -290,8 +290,7 @@ static void stereod_free(struct stereod *d)
 	agentd_stop(d);
 	ndjson_server_free(d->ndjson);
 	http_server_free(d->ipc);
-	if (d->secrets_fd >= 0)
-		close(d->secrets_fd);
+	secrets_teardown(d);
 	for (size_t i = 0; i < d->nmounts; i++) {
 		struct mount_entry *m = &d->mounts[i];
 		free(m->tag);

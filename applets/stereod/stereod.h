@@ -39,7 +39,7 @@ struct stereod {
 	size_t nagents;
 	bool agentd_seen, agentd_down_logged;
 	int secrets_fd;              /* the secrets directory, opened once it is set up */
-	bool secrets_on_tmpfs;
+	bool secrets_on_tmpfs, secrets_mounted;
 	struct mount_entry mounts[MOUNTS_MAX];
 	size_t nmounts;
 	bool shutting_down;
@@ -121,6 +121,7 @@ void mount_req_free(struct mount_req *r);
 
 /* secrets.c */
 int secrets_setup(struct stereod *d, char *err);
+void secrets_teardown(struct stereod *d);
 int secrets_inject(struct stereod *d, const struct secret_req *r, char *err);
 int secrets_list(struct stereod *d, struct jw *w, char *err);   /* writes a JSON array */
 int secrets_remove(struct stereod *d, const char *name, size_t len, char *err);
