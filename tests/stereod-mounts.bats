@@ -120,3 +120,10 @@ mountinfo_of() {
 	run ipc POST /v1/mounts '{"tag":"t","guest_path":"/mnt/t","fs_type":"9p"}'
 	assert_output '201 {"status":"ok","tag":"t","guest_path":"/mnt/t"}'
 }
+
+@test "an fs_type with a NUL inside is refused" {
+	start_stereod --mount-helper "$HELPER"
+	run nd <<<'{"type":"mount","payload":{"tag":"t","guest_path":"/mnt/x","fs_type":"9p\u0000x"}}'
+	assert_output --partial '"ok":false,"error":"unsupported fs_type'
+	[ ! -s "$EV" ]
+}

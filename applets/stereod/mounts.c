@@ -67,16 +67,17 @@ static int check_no_symlink(struct stereod *d, const char *target, const char *c
 	return 0;
 }
 
-int mounts_add(struct stereod *d, const struct mount_req *r, char *err)
+/* Every check that needs no system call (the fuzzer runs these): 0, or -1 with err.
+ * clean (PATH_MAX bytes) receives the cleaned guest_path. */
+static int mount_check(const struct stereod *d, const struct mount_req *r, char *clean, char *err)
 {
 	const char *fs = buf_cstr((struct buf *)&r->fs_type);
-	bool ninep = !strcmp(fs, "9p");
-	if (!ninep && strcmp(fs, "virtiofs"))
+	if (strlen(fs) != r->fs_type.len || (strcmp(fs, "9p") && strcmp(fs, "virtiofs")))
 		return errf(err, "unsupported fs_type '%.64s' (virtiofs or 9p)", fs);
 	if (check_tag(&r->tag, err))
 		return -1;
-	char clean[4096], perr[ERRBUF];
-	if (path_clean(r->guest_path.p ? r->guest_path.p : "", r->guest_path.len, clean, sizeof clean, perr))
+	char perr[ERRBUF];
+	if (path_clean(r->guest_path.p ? r->guest_path.p : "", r->guest_path.len, clean, PATH_MAX, perr))
 		return errf(err, "invalid guest_path: %s", perr);
 	if (!strcmp(clean, "/"))
 		return errf(err, "guest_path / is a protected system directory");
@@ -89,6 +90,16 @@ int mounts_add(struct stereod *d, const struct mount_req *r, char *err)
 			return errf(err, "%s is already mounted", clean);
 	if (d->nmounts == MOUNTS_MAX)
 		return errf(err, "too many mounts (max %d)", MOUNTS_MAX);
+	return 0;
+}
+
+int mounts_add(struct stereod *d, const struct mount_req *r, char *err)
+{
+	char clean[PATH_MAX];
+	if (mount_check(d, r, clean, err))
+		return -1;
+	const char *fs = buf_cstr((struct buf *)&r->fs_type);
+	bool ninep = !strcmp(fs, "9p");
 	char *target = path_under_root(d, clean);
 	const char *tag = buf_cstr((struct buf *)&r->tag);
 	int e = mkdir_p(target, 0755);
