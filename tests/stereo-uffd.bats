@@ -220,6 +220,36 @@ stat_of() {   # stat_of NAME: a counter from the --stats file
 	done
 }
 
+@test "layer and merge in place (OUTDIR = SNAPDIR) keep the bytes" {
+	mkimg sparse "$D/img0"
+	mkdiff "$D/img0" "$D/diff1" "$D/img1" 50 4
+	stereo-uffd pack "$D/img0" "$D/s"
+	stereo-uffd layer "$D/s" "$D/diff1" "$D/s"
+	stereo-uffd cat "$D/s" "$D/out"
+	cmp "$D/img1" "$D/out"
+	stereo-uffd merge "$D/s" "$D/s"
+	stereo-uffd cat "$D/s" "$D/out"
+	cmp "$D/img1" "$D/out"
+	run stereo-uffd verify "$D/s"
+	assert_success
+	assert_output --partial "generation 0"
+}
+
+@test "Wrenn layout: a version-1 header with a plain memfile is read and served" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/s"
+	mv "$D"/s/memfile.*-* "$D/s/memfile"
+	printf '\001\000\000\000\000\000\000\000' | dd of="$D/s/memfile.header" bs=1 conv=notrunc 2>/dev/null
+	run stereo-uffd inspect --json "$D/s"
+	assert_success
+	assert_output --partial '"version":1'
+	serve_start --dir "$D/s"
+	run standin --image "$D/img" --version 1.6
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
 @test "inspect reports size, generation, layers and the bytes each serves" {
 	mkimg sparse "$D/img0"
 	mkdiff "$D/img0" "$D/diff1" "$D/img1" 10 3
