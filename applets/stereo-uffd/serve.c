@@ -471,12 +471,15 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 	}
 	int code = -1;
 	while (code < 0) {
+		/* block, unless a retry is due (deferred faults, or prefetch after EAGAIN) or
+		 * prefetch has work */
+		bool prefetching = S->pf.active && !S->pf.done && !S->ndef;
 		int timeout = -1;
-		if (S->pf.active && !S->pf.done && !S->ndef)
-			timeout = 0;
-		if (S->ndef) {
+		if (S->retry_due_ms) {
 			int64_t left = S->retry_due_ms - now_ms();
 			timeout = left > 0 ? (int)left : 0;
+		} else if (prefetching) {
+			timeout = 0;
 		}
 		struct epoll_event evs[8];
 		int n = epoll_wait(ep, evs, 8, timeout);
@@ -509,8 +512,11 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 		if (code >= 0)
 			break;
 		enum serve_rc rc = gone ? SERVE_GONE : drain(S);
-		if (rc == SERVE_OK && S->pf.active && !S->pf.done && !S->ndef)
+		if (rc == SERVE_OK && S->pf.active && !S->pf.done && !S->ndef &&
+		    (!S->retry_due_ms || now_ms() >= S->retry_due_ms)) {
+			S->retry_due_ms = 0;
 			rc = prefetch_step(S);
+		}
 		if (rc == SERVE_DEFER) {   /* prefetch met a mapping change: try again shortly */
 			if (!S->retry_due_ms)
 				S->retry_due_ms = now_ms() + DEFER_RETRY_MS;
