@@ -14,8 +14,9 @@
 #   --serial  file for the guest console (default: this terminal)
 #   --append  more kernel command line
 #   --pidfile QEMU writes its PID there (for scripts that must kill it)
-# Environment: STEREO_ACCEL=tcg|kvm forces the accelerator; KDIR the kernel cache;
-# STEREO_VM_CID (default 3) the guest CID when /dev/vhost-vsock exists.
+# Environment: STEREO_ACCEL=tcg|kvm forces the accelerator; STEREO_VM_BIOS=qboot (default
+# when installed)|seabios|FILE the firmware; KDIR the kernel cache; STEREO_VM_CID (default 3)
+# the guest CID when /dev/vhost-vsock exists.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 image=$top/build/rootfs/initramfs.cpio.zst
@@ -63,6 +64,15 @@ if [ -z "$accel" ]; then
 fi
 cpu=""
 [ "$accel" = kvm ] && cpu="-cpu host"
+# Firmware: qboot (shipped with QEMU in Debian) only loads the kernel; SeaBIOS, QEMU's
+# default, also walks option ROMs and boot devices first. qboot reached wait-ready sooner in
+# interleaved boots here (docs/rootfs.md). STEREO_VM_BIOS=seabios keeps QEMU's default.
+case ${STEREO_VM_BIOS:-qboot} in
+qboot) bios=/usr/share/qemu/qboot.rom; [ -f "$bios" ] || bios="" ;;
+seabios) bios="" ;;
+*) bios=$STEREO_VM_BIOS ;;
+esac
+[ -n "$bios" ] && bios="-bios $bios"
 
 # QEMU's user network: the guest is 10.0.2.15/24, the gateway 10.0.2.2. init reads ip=.
 # cryptomgr.notests: the crypto self-tests at boot take 0.35-0.4 s under TCG (the largest
@@ -78,7 +88,7 @@ if [ -c /dev/vhost-vsock ] && [ -w /dev/vhost-vsock ]; then
 	vsock="-device vhost-vsock-pci,guest-cid=${STEREO_VM_CID:-3}"
 fi
 
-echo "vm: $accel, kernel $(cat "$kdir/release" 2>/dev/null), image $image ($(wc -c < "$image") bytes)" >&2
+echo "vm: $accel, ${bios:+$(basename "${bios#-bios }"), }kernel $(cat "$kdir/release" 2>/dev/null), image $image ($(wc -c < "$image") bytes)" >&2
 echo "vm: reach the guest with: stereo-host --tcp 127.0.0.1:$port wait-ready" >&2
 [ -n "$vsock" ] && echo "vm: or over vsock: stereo-host --vsock ${STEREO_VM_CID:-3}:1024 wait-ready" >&2
 echo "vm: 9p share $share (tag $tag); a guest poweroff ends QEMU" >&2
@@ -91,7 +101,7 @@ fi
 extra=""
 [ -n "$pidfile" ] && extra="-pidfile $pidfile"
 # shellcheck disable=SC2086 # cpu, vsock, console and extra are lists of words on purpose
-exec qemu-system-x86_64 -machine q35 -accel "$accel" $cpu -m "$mem" -smp 1 \
+exec qemu-system-x86_64 -machine q35 -accel "$accel" $cpu $bios -m "$mem" -smp 1 \
 	-nodefaults -no-reboot -display none $console \
 	-kernel "$kdir/vmlinux" -initrd "$image" -append "$cmdline" \
 	-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:1024" \
