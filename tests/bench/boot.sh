@@ -22,6 +22,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ms_now() { date +%s%N | cut -c1-13; }
+# CPU time (user + system, ms) of a live process, and of the children a subshell reaped
+# (the `times` builtin's second line, "0m1.234s 0m0.100s"): wall time on this shared machine
+# moves with the load, the CPU QEMU burns much less
+tck=$(getconf CLK_TCK)
+cpu_of() { awk -v t="$tck" '{ sub(/^.*\) /, ""); printf "%d\n", ($12 + $13) * 1000 / t }' "/proc/$1/stat"; }
+cpu_times() { tail -1 | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60000 + a[2] * 1000 } printf "%d\n", n }'; }
 median() { sort -n | sed -n "$(( (runs + 1) / 2 ))p"; }
 
 sh "$top/rootfs/build.sh" -o "$out/image.cpio.zst" >/dev/null
@@ -33,16 +39,20 @@ mkdir -p "$out/floor"
 ${CC:-cc} -static -O2 -s -o "$out/floor/init" "$top/tests/bench/floor-init.c"
 sh "$top/rootfs/mkcpio.sh" "$out/floor" > "$out/floor.cpio"
 : > "$out/floor.txt"
+: > "$out/floor.cpu"
 for _ in $(seq $runs); do
 	t0=$(ms_now)
-	timeout 60 sh "$top/rootfs/vm.sh" --image "$out/floor.cpio" --share "$out/share" \
+	(timeout 60 sh "$top/rootfs/vm.sh" --image "$out/floor.cpio" --share "$out/share" \
 		--serial "$out/floor.log" </dev/null >/dev/null 2>&1 || echo "boot: floor run failed" >&2
+	 times) | cpu_times >> "$out/floor.cpu"
 	echo $(( $(ms_now) - t0 )) >> "$out/floor.txt"
 done
 floor=$(median < "$out/floor.txt")
+floor_cpu=$(median < "$out/floor.cpu")
 
 # --- ours -------------------------------------------------------------------------------
 : > "$out/ours.txt"
+: > "$out/ours.cpu"
 for i in $(seq $runs); do
 	port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 	rm -f "$out/qemu.pid"
@@ -52,6 +62,7 @@ for i in $(seq $runs); do
 	pid=$!
 	"$bin" stereo-host --tcp "127.0.0.1:$port" --timeout 200ms wait-ready --interval 20ms --timeout 60s >/dev/null
 	echo $(( $(ms_now) - t0 )) >> "$out/ours.txt"
+	cpu_of "$pid" >> "$out/ours.cpu"
 	"$bin" stereo-host --tcp "127.0.0.1:$port" shutdown bench >/dev/null || true
 	for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
 	kill "$pid" 2>/dev/null || true   # still there after 10 s: the shutdown failed
@@ -59,11 +70,13 @@ for i in $(seq $runs); do
 	pid=""
 done
 ours=$(median < "$out/ours.txt")
+ours_cpu=$(median < "$out/ours.cpu")
 
 img=$(wc -c < "$out/image.cpio.zst")
 bare=$(wc -c < "$out/bare.cpio.zst")
 echo "boot floor (QEMU + kernel + a PID 1 that powers off, median of $runs): $floor ms  [$(tr '\n' ' ' < "$out/floor.txt")]"
 echo "boot to ready (QEMU start -> wait-ready, median of $runs):      $ours ms  [$(tr '\n' ' ' < "$out/ours.txt")]"
 awk -v o="$ours" -v f="$floor" 'BEGIN { printf "ratio ours/floor: %.2f (the image adds %d ms; target: ready <= 3000 ms)\n", o / f, o - f }'
+echo "QEMU CPU time (user+sys): floor $floor_cpu ms [$(tr '\n' ' ' < "$out/floor.cpu")], to ready $ours_cpu ms [$(tr '\n' ' ' < "$out/ours.cpu")]"
 echo "image without modules: $bare bytes ($(awk -v b="$bare" 'BEGIN { printf "%.3f", b / 1048576 }') MiB; target < 1 MiB)"
 echo "image with modules:    $img bytes ($(cat "$kdir/release"): $(wc -l < "$kdir/modules.order") modules)"
