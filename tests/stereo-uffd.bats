@@ -387,6 +387,14 @@ assert 10 * 4096 in [l["served_bytes"] for l in j["layers"]], j'
 	assert_output --partial "size 4194404"
 }
 
+@test "handshake: a region beyond the snapshot's memory size kills the peer" {
+	mkimg sparse "$D/img"
+	mkimg sparse "$D/small" 512
+	stereo-uffd pack "$D/small" "$D/snap"
+	serve_start --dir "$D/snap"
+	expect_killed "lies beyond the snapshot's 2097152 bytes" --image "$D/img"
+}
+
 @test "a fault outside every region kills the peer with a clear error" {
 	mkimg sparse "$D/img"
 	stereo-uffd pack "$D/img" "$D/snap"

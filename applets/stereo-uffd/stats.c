@@ -34,7 +34,7 @@ void print_counters(const struct server *S)
 	fprintf(stderr,
 		"%s: stats faults=%llu fault_pages=%llu pages_copied=%llu pages_zeroed=%llu "
 		"bytes_copied=%llu removes=%llu removed_pages=%llu eagain=%llu eexist=%llu "
-		"prefetch_pages=%llu prefetch_ms=%.3f fault_p50_us<=%llu fault_p99_us<=%llu\n",
+		"prefetch_pages=%llu prefetch_ms=%.3f fault_us_p50=%llu fault_us_p99=%llu\n",
 		prog, (unsigned long long)c->faults, (unsigned long long)c->fault_pages,
 		(unsigned long long)c->pages_copied, (unsigned long long)c->pages_zeroed,
 		(unsigned long long)c->bytes_copied, (unsigned long long)c->removes,
