@@ -427,3 +427,17 @@ print(s.recv(4096).decode().strip())
 	assert_equal "$(field stubborn last_exit)" "signal 9"
 	grep -q 'msg="service ignored SIGTERM, sending SIGKILL" name=stubborn' "$LOG"
 }
+
+@test "stereod under init: ready through --ready-fd, and its shutdown message powers init off" {
+	port=$(free_port)
+	svc stereod "exec=$STEREO_BIN stereod --listen-mode tcp --listen 127.0.0.1:$port --root $R --allow-disk-secrets --ready-fd 3" \
+		"notify-fd=3"
+	start_init
+	wait_state stereod ready
+	run stereo-host --tcp "127.0.0.1:$port" shutdown "init test"
+	assert_success
+	wait_init_exit
+	assert_equal "$INIT_RC" 0
+	grep -q 'msg="signal" name=SIGUSR2' "$LOG"
+	assert_equal "$(field stereod last_exit)" "exit 0"
+}
