@@ -152,7 +152,7 @@ teardown() {
 	assert_success
 	# the guest powers off (not a panic, not a reboot) and QEMU ends on its own: -no-reboot
 	for _ in $(seq 1 300); do alive "$pid" || break; sleep 0.05; done
-	! alive "$pid"
+	refute alive "$pid"
 	tr -d '\r' < "$E2E/serial.log" > "$E2E/console.txt"
 	# stereod's own account, in order: unmount the share, sync, ask init to power off
 	run grep -n -e 'msg="unmounted".*path=/mnt/e2e' -e 'msg="filesystems synced"' \
