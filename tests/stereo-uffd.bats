@@ -149,6 +149,18 @@ stat_of() {   # stat_of NAME: a counter from the --stats file
 	assert_equal "$(stat_of pages_copied)" 1024
 }
 
+@test "serve round trip: a 2 MiB-block snapshot serves 4 KiB pages, with prefetch racing faults" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack --block-size 2M "$D/img" "$D/snap"
+	run stereo-uffd inspect --json "$D/snap"
+	assert_output --partial '"block_size":2097152'
+	serve_start --dir "$D/snap" --prefetch all --fault-around 16K
+	run standin --image "$D/img" --touch random --threads 2
+	assert_success
+	serve_wait
+	assert_equal "$SRC" 0
+}
+
 @test "serve round trip: an all-zero image has no layer file and is served by ZEROPAGE only" {
 	mkimg zero "$D/img"
 	stereo-uffd pack "$D/img" "$D/snap"

@@ -1,9 +1,9 @@
 /* prefetch.c - background installation after the handshake (--prefetch all|trace:FILE) and
  * the fault-order trace (--record-trace FILE).
  *
- * A step installs at most 2 MiB: the next run of missing pages that shares one source (one
- * layer mapping, or zero-fill / removed, installed with ZEROPAGE) in one ioctl. The serve
- * loop takes a step only after it has served every queued demand fault.
+ * A step installs at most 2 MiB, as runs of missing pages that each share one source (one
+ * layer mapping, or zero-fill / removed, installed with ZEROPAGE), one ioctl per run. The
+ * serve loop takes a step only after it has served every queued demand fault.
  *
  * Trace file: "SUFFDTR1", u64 page size, u64 count, then count u64 memory-file offsets in
  * first-fault order (little-endian). Replay installs those pages (with their fault-around
@@ -98,7 +98,7 @@ static bool missing(const struct region *r, uint64_t p)
 	return !page_bit(r->installed, p);
 }
 
-static enum serve_rc prefetch_run(struct server *S);
+static enum serve_rc prefetch_run(struct server *S, uint64_t max_pages);
 
 enum serve_rc prefetch_step(struct server *S)
 {
@@ -109,12 +109,12 @@ enum serve_rc prefetch_step(struct server *S)
 	uint64_t budget = STEP_BYTES, start = S->c.prefetch_bytes;
 	enum serve_rc rc = SERVE_OK;
 	while (rc == SERVE_OK && !pf->done && S->c.prefetch_bytes - start < budget)
-		rc = prefetch_run(S);
+		rc = prefetch_run(S, (budget - (S->c.prefetch_bytes - start) + S->page - 1) / S->page);
 	return rc;
 }
 
 /* One run: the next trace entry's window, else the next missing run in address order. */
-static enum serve_rc prefetch_run(struct server *S)
+static enum serve_rc prefetch_run(struct server *S, uint64_t max_pages)
 {
 	struct prefetch *pf = &S->pf;
 	/* the trace first: each entry with its fault-around window */
@@ -127,8 +127,11 @@ static enum serve_rc prefetch_run(struct server *S)
 			uint64_t p = (off - r->offset) / S->page;
 			if (!missing(r, p))
 				break;
-			uint64_t lo = p / S->fa_pages * S->fa_pages, hi = lo + S->fa_pages;
-			return install(S, r, p, lo, hi < r->npages ? hi : r->npages);
+			/* forward from the page to its fault-around window's end, within the budget */
+			uint64_t hi = p / S->fa_pages * S->fa_pages + S->fa_pages;
+			if (hi > p + max_pages)
+				hi = p + max_pages;
+			return install(S, r, p, p, hi < r->npages ? hi : r->npages);
 		}
 	}
 	/* then every missing page in address order */
@@ -145,7 +148,7 @@ static enum serve_rc prefetch_run(struct server *S)
 				pf->pi++;
 				continue;
 			}
-			uint64_t p = pf->pi, hi = p + pf->step_pages;
+			uint64_t p = pf->pi, hi = p + (max_pages < pf->step_pages ? max_pages : pf->step_pages);
 			return install(S, r, p, p, hi < r->npages ? hi : r->npages);
 		}
 		pf->ri++;
