@@ -593,6 +593,13 @@ assert 10 * 4096 in [l["served_bytes"] for l in j["layers"]], j'
 	assert_file_not_exist "$D/s.sock"
 }
 
+@test "COMMAND --help prints the usage and exits 0" {
+	run stereo-uffd serve --help
+	assert_success
+	assert_output --partial "serve --socket PATH --header FILE"
+	assert_output --partial "pack [--block-size 4K|2M] MEMFILE OUTDIR"
+}
+
 @test "bad command lines exit 2" {
 	run stereo-uffd
 	assert_failure 2

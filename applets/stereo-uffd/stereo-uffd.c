@@ -54,8 +54,14 @@ int stereo_uffd_main(int argc, char **argv)
 {
 	if (argc < 2)
 		return usage_error("missing command (serve, pack, layer, merge, inspect, verify, cat)");
-	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].fn(argc - 1, argv + 1);
+	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
+		if (strcmp(argv[1], commands[i].name))
+			continue;
+		if (argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+			fputs(applet_help("stereo-uffd"), stdout);
+			return EXIT_OK;
+		}
+		return commands[i].fn(argc - 1, argv + 1);
+	}
 	return usage_error("unknown command '%s'", argv[1]);
 }
