@@ -79,7 +79,9 @@ esac
 # initcall by far, initcall_debug); they check the implementations, they guard nothing.
 # noreplace-smp: with one CPU the kernel rewrites every SMP lock prefix to its UP form, and
 # self-modifying code is slow under TCG (0.1-0.25 s); the prefixes are correct either way.
-cmdline="console=ttyS0 quiet panic=-1 cryptomgr.notests noreplace-smp"
+# printk.devkmsg=on: init logs through /dev/kmsg, which by default keeps only 10 lines per
+# 5 s from user space; a boot writes about 25.
+cmdline="console=ttyS0 quiet panic=-1 cryptomgr.notests noreplace-smp printk.devkmsg=on"
 cmdline="$cmdline ip=10.0.2.15::10.0.2.2:255.255.255.0:stereo:eth0:off"
 [ -n "$append" ] && cmdline="$cmdline $append"
 

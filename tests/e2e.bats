@@ -30,11 +30,11 @@ setup_file() {
 	date +%s%N > "$E2E/t0"
 	# double fork: QEMU is not our child, so nothing here has to reap it; its PID comes from
 	# -pidfile and every path out of this file kills it by that PID (teardown_file); timeout
-	# is the last guard should bats itself die. loglevel=7 and printk.devkmsg=on put init's
-	# log lines (it logs to /dev/kmsg) on the console next to stereod's (stderr).
+	# is the last guard should bats itself die. loglevel=7 puts init's log lines (it logs to
+	# /dev/kmsg) on the console next to stereod's (stderr).
 	(timeout 600 sh "$STEREO_TOP/rootfs/vm.sh" --image "$E2E/image.cpio.zst" --port "$(cat "$E2E/port")" \
 		--share "$E2E/share" --tag e2e --serial "$E2E/serial.log" --pidfile "$E2E/qemu.pid" \
-		--append "loglevel=7 printk.devkmsg=on" \
+		--append "loglevel=7" \
 		>"$E2E/vm.log" 2>&1 </dev/null 3>&- &)
 	for _ in $(seq 1 400); do
 		[ -s "$E2E/qemu.pid" ] && break
