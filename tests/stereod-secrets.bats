@@ -157,6 +157,7 @@ EOF2
 }
 
 @test "under a scratch --root the secrets tmpfs it mounted is unmounted when it stops" {
+	: >"$BATS_TEST_TMPDIR/ready"
 	run unshare -m --propagation private sh -c '
 		"$1" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$2" --ready-fd 3 \
 			--poweroff none 3>"$3" 2>>"$4" &

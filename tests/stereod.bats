@@ -475,3 +475,10 @@ EOF2
 	[ ! -e "$R/etc/stereos/jcard.toml" ]
 	[ ! -s "$EV" ]
 }
+
+@test "an id of exactly 128 bytes is echoed" {
+	start_stereod
+	id=$(printf 'b%.0s' $(seq 1 128))
+	run nd <<<"{\"type\":\"ping\",\"id\":\"$id\"}"
+	assert_output "{\"type\":\"pong\",\"id\":\"$id\"}"
+}

@@ -239,7 +239,7 @@ static void handle_line(struct nconn *c, char *line, size_t len)
 			r.id = line + j.tok[id].start;
 			r.id_len = n;
 		}
-		if (!r.id || r.id_len > ID_MAX + 2) {
+		if (!r.id || n > ID_MAX) {
 			r.id = NULL;
 			reply_ack(&r, false, "id must be a string or a number of at most 128 bytes");
 			goto out;
