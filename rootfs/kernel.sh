@@ -34,6 +34,11 @@ mkdir -p "$KDIR"
 # one fetch at a time (make test and make bench may build images together)
 exec 9>"$KDIR/.lock"
 flock -w 600 9 || fail "waited 10 minutes for $KDIR/.lock"
+# apt-cache takes about a second; its answer can only change when apt's lists do
+if [ -z "${STEREO_KERNEL_PKG:-}" ] && [ -s "$KDIR/pkg" ] && [ -s "$KDIR/vmlinux" ] &&
+	[ -f "$KDIR/modules.order" ] && [ "$KDIR/pkg" -nt /var/lib/apt/lists ]; then
+	exit 0
+fi
 pkg=$(resolve_pkg || true)
 if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
 	say "apt knows no linux-image-amd64 yet; running apt-get update"
@@ -49,6 +54,7 @@ case $pkg in linux-image-*) ;; *) fail "unexpected package name: $pkg" ;; esac
 
 # Up to date: same package, every output present.
 if [ "$(cat "$KDIR/pkg" 2>/dev/null)" = "$pkg" ] && [ -s "$KDIR/vmlinux" ] && [ -f "$KDIR/modules.order" ]; then
+	touch "$KDIR/pkg"
 	exit 0
 fi
 
