@@ -383,6 +383,13 @@ assert 10 * 4096 in [l["served_bytes"] for l in j["layers"]], j'
 	expect_killed "expected exactly one uffd in SCM_RIGHTS, got 2" --image "$D/img" --variant twofds
 }
 
+@test "handshake: an fd that is not a userfaultfd kills the peer" {
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	expect_killed "the fd received is not a userfaultfd (/dev/null)" --image "$D/img" --variant notuffd
+}
+
 @test "handshake: garbage JSON kills the peer and names the cause" {
 	mkimg sparse "$D/img"
 	stereo-uffd pack "$D/img" "$D/snap"

@@ -269,7 +269,13 @@ int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err)
 		errf(err, "handshake: expected exactly one uffd in SCM_RIGHTS, got %d", nfds);
 		goto out;
 	}
-	char perr[ERRBUF];
+	char link[64], perr[ERRBUF];
+	snprintf(perr, sizeof perr, "/proc/self/fd/%d", fds[0]);
+	ssize_t ln = readlink(perr, link, sizeof link - 1);
+	if (ln < 0 || (link[ln] = 0, strcmp(link, "anon_inode:[userfaultfd]"))) {
+		errf(err, "handshake: the fd received is not a userfaultfd (%s)", ln < 0 ? "?" : link);
+		goto out;
+	}
 	if (hs_parse_regions(msg, len, h, perr)) {
 		errf(err, "handshake: %s", perr);
 		goto out;

@@ -339,6 +339,8 @@ static enum serve_rc drain(struct server *S)
 				break;
 			return fatal(S, "reading the uffd: %s", strerror(errno));
 		}
+		if (!n)
+			return fatal(S, "reading the uffd: end of file");
 		size_t k = (size_t)n / sizeof msg[0];
 		bool removed = false;
 		for (size_t i = 0; i < k; i++)

@@ -6,7 +6,7 @@
  * source image. It can MADV_DONTNEED ranges (as a balloon does) and check they read zero.
  *
  * usage: fc_standin --socket PATH --image FILE [--version 1.6|1.10|1.12] [--balloon]
- *        [--variant normal|extra|nofd|twofds|garbage|unaligned] [--regions N] [--hole]
+ *        [--variant normal|extra|nofd|twofds|notuffd|garbage|unaligned] [--regions N] [--hole]
  *        [--huge] [--touch seq|random|none] [--threads N] [--no-verify]
  *        [--dontneed OFF:LEN ...] [--churn OFF:LEN:ITERS] [--outside] [--timeout SEC]
  *        [--hold FILE]
@@ -264,6 +264,8 @@ int main(int argc, char **argv)
 		die(EXIT_CONN, "connecting to %s: %s", sock, err);
 	int fds[2] = {uffd, open("/dev/null", O_RDONLY | O_CLOEXEC)};
 	int nfds = !strcmp(variant, "nofd") ? 0 : !strcmp(variant, "twofds") ? 2 : 1;
+	if (!strcmp(variant, "notuffd"))
+		fds[0] = fds[1];   /* one fd, but /dev/null */
 	union {
 		struct cmsghdr h;
 		char b[CMSG_SPACE(sizeof fds)];
