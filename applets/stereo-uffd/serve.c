@@ -533,6 +533,23 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 	return code;
 }
 
+/* While Firecracker starts: read the layers into the page cache and our page tables, so no
+ * COPY pays for a page-cache miss or a fault on its source (Linux >= 5.14). In 32 MiB steps,
+ * stopping as soon as Firecracker connects: a large layer on a slow disk must not delay it. */
+static void populate_layers(const struct snap *s, int lfd)
+{
+	const uint64_t step = 32ULL << 20;
+	for (size_t k = 0; k < s->nl; k++) {
+		for (uint64_t off = 0; s->l[k].map && off < s->l[k].size; off += step) {
+			if (fd_wait(lfd, POLLIN, 0) != 0)
+				return;
+			uint64_t n = s->l[k].size - off < step ? s->l[k].size - off : step;
+			if (madvise((void *)(s->l[k].map + off), n, MADV_POPULATE_READ))
+				return;   /* an older kernel: the faults happen in the COPYs instead */
+		}
+	}
+}
+
 static const char serve_usage[] =
 	"usage: serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR] "
 	"[--prefetch none|all|trace:FILE] [--fault-around 64K] [--record-trace FILE] [--stats FILE] "
@@ -637,11 +654,7 @@ int cmd_serve(int argc, char **argv)
 		close(o.ready_fd);
 	}
 	log_info("listening", "socket=%s header=%s", o.socket, s.hdr_path);
-	/* While Firecracker starts: read the layers into the page cache and our page tables, so
-	 * no COPY pays for a page-cache miss or a fault on its source (Linux >= 5.14). */
-	for (size_t k = 0; k < s.nl; k++)
-		if (s.l[k].map)
-			madvise((void *)s.l[k].map, s.l[k].size, MADV_POPULATE_READ);
+	populate_layers(&s, lfd);
 	struct peer peer;
 	S.peer = &peer;
 	if (hs_accept(lfd, (int)o.accept_ms, &peer, err)) {
