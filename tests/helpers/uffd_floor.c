@@ -9,7 +9,8 @@
  *   bulkzero  as bulk2m, but zero runs (found before the clock starts) by UFFDIO_ZEROPAGE
  *   pagewise  after the handshake, pread + UFFDIO_COPY page by page (Wrenn-style prefetch)
  * Bulk modes print "prefetch_ns=N bytes=N"; every mode exits when the peer goes away.
- *        uffd_floor mkimg FILE MIB   a benchmark image: ~30% non-zero pages in runs of 1-64
+ *        uffd_floor mkimg FILE MIB [PERCENT]   a benchmark image: ~PERCENT% (30) non-zero
+ *                                              pages in runs of 1-64
  */
 #include "common/stereo.h"
 #include <fcntl.h>
@@ -41,7 +42,7 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-static int mkimg(const char *path, long mib)
+static int mkimg(const char *path, long mib, long percent)
 {
 	uint64_t pages = (uint64_t)mib * 256, x = 0x9E3779B97F4A7C15ULL;
 	uint8_t *page = xmalloc(PG), *zero = xcalloc(1, PG);
@@ -51,7 +52,7 @@ static int mkimg(const char *path, long mib)
 	for (uint64_t i = 0; i < pages;) {
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		uint64_t run = 1 + x % 64;
-		bool data = (x >> 32) % 100 < 30;
+		bool data = (long)((x >> 32) % 100) < percent;
 		for (uint64_t k = 0; k < run && i < pages; k++, i++) {
 			if (data) {
 				for (size_t j = 0; j < PG; j += 8) {
@@ -185,8 +186,8 @@ static bool zero_page(const uint8_t *p)
 int main(int argc, char **argv)
 {
 	prog = "uffd_floor";
-	if (argc == 4 && !strcmp(argv[1], "mkimg"))
-		return mkimg(argv[2], atol(argv[3]));
+	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "mkimg"))
+		return mkimg(argv[2], atol(argv[3]), argc == 5 ? atol(argv[4]) : 30);
 	if (argc != 6 || strcmp(argv[2], "--socket") || strcmp(argv[4], "--image"))
 		die(EXIT_USAGE, "usage: uffd_floor raw|raw64k|bulk2m|bulkzero|pagewise --socket PATH --image FILE");
 	const char *mode = argv[1];
