@@ -607,6 +607,18 @@ assert 10 * 4096 in [l["served_bytes"] for l in j["layers"]], j'
 	assert_output --partial "pack [--block-size 4K|2M] MEMFILE OUTDIR"
 }
 
+@test "SIGTERM while waiting for Firecracker exits 1 at once and removes the socket" {
+	mkimg zero "$D/img" 16
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap"
+	kill -TERM "$SP"
+	serve_wait
+	assert_equal "$SRC" 1
+	run cat "$D/serve.log"
+	assert_output --partial "stopped by signal 15 while waiting for Firecracker"
+	assert_file_not_exist "$D/s.sock"
+}
+
 @test "bad command lines exit 2" {
 	run stereo-uffd
 	assert_failure 2

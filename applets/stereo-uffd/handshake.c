@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -88,7 +89,7 @@ static unsigned long long boot_ticks(void)
 	       (unsigned long long)ts.tv_nsec / (1000000000ULL / (unsigned long long)hz) + 1;
 }
 
-int hs_accept(int lfd, int timeout_ms, struct peer *p, char *err)
+int hs_accept(int lfd, int sigfd, int timeout_ms, struct peer *p, char *err)
 {
 	p->pid = 0;
 	p->pidfd = p->sock = -1;
@@ -97,11 +98,20 @@ int hs_accept(int lfd, int timeout_ms, struct peer *p, char *err)
 		int64_t left = deadline - now_ms();
 		if (left <= 0)
 			return errf(err, "no connection from Firecracker within %d ms", timeout_ms);
-		int r = fd_wait(lfd, POLLIN, (int)left);
-		if (r < 0 && r != -EINTR)
-			return errf(err, "waiting for a connection: %s", strerror(-r));
+		struct pollfd pf[2] = {{lfd, POLLIN, 0}, {sigfd, POLLIN, 0}};
+		int r = poll(pf, sigfd >= 0 ? 2 : 1, (int)left);
+		if (r < 0 && errno != EINTR)
+			return errf(err, "waiting for a connection: %s", strerror(errno));
 		if (r <= 0)
 			continue;
+		if (sigfd >= 0 && (pf[1].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+			while (read(sigfd, &si, sizeof si) == sizeof si)
+				if (si.ssi_signo != SIGUSR1)   /* nothing served yet: no counters */
+					return errf(err, "stopped by signal %u while waiting for Firecracker",
+						    si.ssi_signo);
+			continue;
+		}
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)

@@ -657,10 +657,10 @@ int cmd_serve(int argc, char **argv)
 	populate_layers(&s, lfd);
 	struct peer peer;
 	S.peer = &peer;
-	if (hs_accept(lfd, (int)o.accept_ms, &peer, err)) {
+	if (hs_accept(lfd, sfd, (int)o.accept_ms, &peer, err)) {
 		close(lfd);
 		unlink(o.socket);
-		bool timeout = peer.sock < 0;
+		bool timeout = peer.sock < 0 && strstr(err, "no connection");
 		if (peer.sock >= 0) {
 			peer_kill(&peer);
 			die(EXIT_FAIL, "serve: %s; killed Firecracker (pid %d)", err, (int)peer.pid);

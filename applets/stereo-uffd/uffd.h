@@ -127,7 +127,8 @@ struct handshake {
 };
 
 int hs_listen(const char *path, mode_t mode, gid_t gid, char *err);
-int hs_accept(int lfd, int timeout_ms, struct peer *p, char *err);
+/* Waits for one connection; a signal other than SIGUSR1 on sigfd (-1: none) ends the wait. */
+int hs_accept(int lfd, int sigfd, int timeout_ms, struct peer *p, char *err);
 int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err);
 /* The region JSON alone (also the fuzz target). */
 int hs_parse_regions(const char *s, size_t len, struct handshake *h, char *err);
