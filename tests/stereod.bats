@@ -482,3 +482,33 @@ EOF2
 	run nd <<<"{\"type\":\"ping\",\"id\":\"$id\"}"
 	assert_output "{\"type\":\"pong\",\"id\":\"$id\"}"
 }
+
+@test "unfinished lines across connections have a memory budget; past it big ones are refused" {
+	start_stereod
+	run python3 - "$ADDR" <<'PY'
+import select, socket, sys
+h, p = sys.argv[1].rsplit(":", 1)
+socks = []
+for i in range(40):                      # 40 x 1,000,000 bytes > the 32 MiB budget
+    s = socket.create_connection((h, int(p)), timeout=10)
+    s.sendall(b'{"type":"ping","x":"' + b"x" * 999_980)
+    socks.append(s)
+got, deadline = [], 50
+while not got and deadline:
+    r, _, _ = select.select(socks, [], [], 0.1)
+    deadline -= 1
+    for s in r:
+        data = s.recv(65536)
+        if data:
+            got.append(data)
+print(len(got))
+for d in got:
+    print(d.decode().strip())
+PY
+	assert_success
+	[ "${lines[0]}" -ge 1 ]
+	assert_line -n 1 '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"too much unfinished input across connections (max 33554432 bytes): line refused"}}'
+	run nd <<<'{"type":"ping"}'
+	assert_output '{"type":"pong"}'
+	grep -q 'input budget exceeded' "$LOG"
+}

@@ -17,6 +17,8 @@
 #define NDJSON_MAX_CONNS 1024
 #define OUT_HIGH (256 * 1024)          /* stop reading above this much unsent output */
 #define OUT_HARD (4 * 1024 * 1024)     /* drop a subscriber whose pushes pile up past this */
+#define INPUT_BUDGET (32 * 1024 * 1024) /* unfinished lines buffered across all connections */
+#define BIG_LINE (64 * 1024)            /* lines above this count against the budget */
 #define READS_PER_EVENT 16
 #define DRAIN_MS 2000
 #define ID_MAX 128
@@ -31,6 +33,7 @@ struct nconn {
 	bool eof;                   /* the peer closed its side: flush, then close */
 	bool closing;               /* a fatal framing error: flush, then drain and close */
 	bool draining;
+	size_t counted;             /* our share of the server's buffered input */
 	uint64_t drain_timer;
 	struct nconn *prev, *next;
 };
@@ -41,6 +44,7 @@ struct ndjson_server {
 	int lfd;
 	struct nconn *conns;
 	int nconns;
+	size_t buffered;            /* unfinished input held by all connections */
 	uint64_t accept_timer;
 };
 
@@ -312,6 +316,7 @@ static void conn_close(struct nconn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nconns--;
+	s->buffered -= c->counted;
 	ndjson_free(&c->in);   /* wipes: lines may have held secrets */
 	buf_free(&c->out);
 	free(c);
@@ -331,6 +336,8 @@ static void start_drain(struct nconn *c)
 {
 	shutdown(c->fd, SHUT_WR);
 	c->draining = true;
+	c->s->buffered -= c->counted;
+	c->counted = 0;
 	ndjson_free(&c->in);
 	ndjson_init(&c->in, NDJSON_MAX_LINE);
 	c->drain_timer = loop_timer(c->s->l, DRAIN_MS, drain_timeout, c);
@@ -412,6 +419,29 @@ static void process(struct nconn *c)
 	}
 }
 
+/* Give back the buffer of a big finished line, and count unfinished input against the
+ * server-wide budget, so that 1024 clients cannot pin 1 GiB with lines that never end: past
+ * the budget, a connection holding a big unfinished line is refused like an oversized one. */
+static void account(struct nconn *c)
+{
+	struct ndjson_server *s = c->s;
+	size_t pend = ndjson_pending(&c->in);
+	if (!pend && c->in.in.cap > BIG_LINE) {
+		ndjson_free(&c->in);
+		ndjson_init(&c->in, NDJSON_MAX_LINE);
+	}
+	s->buffered = s->buffered - c->counted + pend;
+	c->counted = pend;
+	if (s->buffered > INPUT_BUDGET && pend > BIG_LINE && !c->closing) {
+		struct req r = {.d = s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
+		log_warn("refusing a big unfinished line: input budget exceeded", "pending=%zu total=%zu",
+			 pend, s->buffered);
+		reply_ack(&r, false, "too much unfinished input across connections (max 33554432 "
+			  "bytes): line refused");
+		c->closing = true;
+	}
+}
+
 static void conn_read(struct nconn *c)
 {
 	process(c);
@@ -452,8 +482,10 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
 		if (c->out.len >= OUT_HIGH)
 			return;
 	}
-	if (!c->eof && !c->closing)
+	if (!c->eof && !c->closing) {
 		conn_read(c);
+		account(c);
+	}
 	conn_flush(c);
 }
 
