@@ -146,12 +146,14 @@ static enum serve_rc do_zero(struct server *S, struct region *r, uint64_t p, uin
 	if (S->page == PAGE_2M) {
 		/* hugetlb has no ZEROPAGE: copy a zero huge page */
 		for (uint64_t i = 0; i < n; i++) {
+			uint64_t before = S->c.pages_copied;
 			enum serve_rc rc = do_copy(S, r, p + i, 1, S->zero2m, NULL);
+			uint64_t k = S->c.pages_copied - before;   /* 0 when it met EEXIST */
+			S->c.pages_copied -= k;
+			S->c.bytes_copied -= k * S->page;
+			S->c.pages_zeroed += k;
 			if (rc != SERVE_OK)
 				return rc;
-			S->c.pages_copied--;
-			S->c.bytes_copied -= S->page;
-			S->c.pages_zeroed++;
 		}
 		return SERVE_OK;
 	}
@@ -184,10 +186,17 @@ static enum serve_rc copy_assembled(struct server *S, struct region *r, uint64_t
 		uint64_t take = m->off + m->len - (off + done);
 		if (take > S->page - done)
 			take = S->page - done;
-		if (s->src[i] < 0)
+		if (s->src[i] < 0) {
 			memset(S->bounce + done, 0, take);
-		else
-			memcpy(S->bounce + done, s->l[s->src[i]].map + m->store + (off + done - m->off), take);
+		} else {
+			/* pread, not the mapping: a layer truncated under us must be an error, not SIGBUS */
+			const struct layer *L = &s->l[s->src[i]];
+			off_t at = (off_t)(m->store + (off + done - m->off));
+			errno = 0;
+			if (pread(L->fd, S->bounce + done, take, at) != (ssize_t)take)
+				return fatal(S, "reading layer %s at %lld: %s", L->path, (long long)at,
+					     errno ? strerror(errno) : "is truncated");
+		}
 		done += take;
 	}
 	return do_copy(S, r, p, 1, S->bounce, NULL);
