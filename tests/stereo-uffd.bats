@@ -535,6 +535,18 @@ assert 10 * 4096 in [l["served_bytes"] for l in j["layers"]], j'
 	assert_equal "$(stat_of removes)" 1
 }
 
+@test "hugetlb: a layer truncated while serving huge pages assembled from 4K blocks fails closed" {
+	HP_OLD=$(cat /proc/sys/vm/nr_hugepages)
+	echo $((HP_OLD + 4)) > /proc/sys/vm/nr_hugepages
+	[ "$(cat /proc/sys/vm/nr_hugepages)" -ge $((HP_OLD + 4)) ]
+	mkimg sparse "$D/img"
+	stereo-uffd pack "$D/img" "$D/snap"
+	layer=$(ls "$D"/snap/memfile.*-*)
+	serve_start --dir "$D/snap"
+	truncate -s 4096 "$layer"
+	expect_killed "is truncated" --image "$D/img" --huge
+}
+
 @test "prefetch all installs every page in the background" {
 	mkimg sparse "$D/img"
 	stereo-uffd pack "$D/img" "$D/snap"
