@@ -9,6 +9,7 @@ setup() {
 }
 
 teardown() {
+	touch "$D/go"   # releases a stand-in held with --hold
 	if [ -n "$SP" ]; then kill -9 "$SP" 2>/dev/null || true; wait "$SP" 2>/dev/null || true; fi
 	if [ -n "$HP_OLD" ]; then echo "$HP_OLD" > /proc/sys/vm/nr_hugepages; fi
 	if [ -f "$D/serve.log" ]; then asan_clean "$D/serve.log"; fi
