@@ -84,7 +84,7 @@ teardown() { clis_teardown; }
 
 @test "--wait gives up at its deadline with the last answer's exit code" {
 	start_peer boot --unix "$BATS_TEST_TMPDIR/boot.sock" --http --states booting
-	run stereo-health --socket "$BATS_TEST_TMPDIR/boot.sock" --wait 300ms --interval 50ms
+	run stereo-health --socket "$BATS_TEST_TMPDIR/boot.sock" --wait 1500ms --interval 100ms
 	assert_failure 1
 	assert_output booting
 }
