@@ -18,6 +18,11 @@ setup() {
 }
 
 teardown() {
+	# a writer blocked on a frozen filesystem ignores SIGKILL: thaw from its namespace first,
+	# or a failed test would leave bats waiting on it for ever
+	if [ -n "$WRITER" ] && [ -d "/proc/$WRITER" ]; then
+		nsenter -m -t "$WRITER" fsfreeze -u "$R/mnt" 2>/dev/null || true
+	fi
 	[ -n "$WRITER" ] && kill "$WRITER" 2>/dev/null || true
 	stop_stereod                   # stereod thaws what it froze on the way out
 }
