@@ -233,6 +233,26 @@ stat_of() {   # stat_of NAME: a counter from the --stats file
 	done
 }
 
+@test "layer of a sparse diff file: a page dirtied to zero reads zero, holes keep the parent" {
+	python3 -c 'import os,sys; open(sys.argv[1],"wb").write(os.urandom(4096*16))' "$D/img0"
+	stereo-uffd pack "$D/img0" "$D/g0"
+	# Firecracker's diff file: sparse, dirty pages are data (page 3 dirtied to zeros, page 7 to 0xaa)
+	truncate -s $((4096 * 16)) "$D/diff"
+	dd if=/dev/zero of="$D/diff" bs=4096 seek=3 count=1 conv=notrunc 2>/dev/null
+	python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(4096*7); f.write(b"\xaa"*4096)' "$D/diff"
+	run stereo-uffd layer "$D/g0" "$D/diff" "$D/g1"
+	assert_success
+	stereo-uffd cat "$D/g1" "$D/out"
+	python3 - "$D/img0" "$D/out" <<'EOF'
+import sys
+a, b = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+for p in range(16):
+    got = b[p * 4096:(p + 1) * 4096]
+    want = bytes(4096) if p == 3 else b"\xaa" * 4096 if p == 7 else a[p * 4096:(p + 1) * 4096]
+    assert got == want, "page %d differs" % p
+EOF
+}
+
 @test "layer and merge in place (OUTDIR = SNAPDIR) keep the bytes" {
 	mkimg sparse "$D/img0"
 	mkdiff "$D/img0" "$D/diff1" "$D/img1" 50 4

@@ -1,8 +1,11 @@
 /* layer.c - `layer PARENT_DIR DIFF_MEMFILE OUTDIR`: generation N+1 from a Firecracker diff
  * memory file.
  *
- * A diff memory file is full-size with only dirtied pages non-zero: non-zero blocks go to
- * the new layer, zero blocks keep the parent's mapping. OUTDIR receives the new layer, the
+ * Firecracker writes a diff memory file sparse: dirtied pages are data, the rest are holes.
+ * When the file has holes, its data extents (SEEK_DATA/SEEK_HOLE) are the dirty pages, so a
+ * page the guest dirtied *to zero* becomes zero-fill instead of keeping the parent's bytes;
+ * holes keep the parent's mapping. A fully allocated diff file (copied without --sparse)
+ * carries no such information: there a zero block is taken as unchanged. OUTDIR receives the new layer, the
  * parent layers the new header still uses (hard links, or copies across filesystems), and
  * the header last, so a crash leaves either the old snapshot or the new one.
  */
@@ -100,6 +103,38 @@ fail:
 	return -1;
 }
 
+/* Feed the dirty blocks of the diff file to the packer (see the file comment). */
+static int pack_dirty(struct packer *p, int fd, const char *name, uint64_t size, uint64_t block,
+		      char *err)
+{
+	off_t hole = lseek(fd, 0, SEEK_HOLE);
+	if (hole < 0 || (uint64_t)hole >= size)
+		return pack_stream(p, fd, name, size, err);   /* no holes: zero = unchanged */
+	p->keep_holes = false;   /* inside a data extent a zero block is a dirtied-to-zero page */
+	uint64_t off = 0;
+	while (off < size) {
+		off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+		if (d < 0) {
+			if (errno == ENXIO)
+				break;   /* only a hole is left */
+			return errf(err, "seeking data in %s: %s", name, strerror(errno));
+		}
+		off_t h = lseek(fd, d, SEEK_HOLE);
+		if (h < 0)
+			return errf(err, "seeking a hole in %s: %s", name, strerror(errno));
+		uint64_t a = (uint64_t)d / block * block;
+		uint64_t b = ((uint64_t)h + block - 1) / block * block;
+		if (a < off)
+			a = off;   /* a block shared by two extents is fed once */
+		if (b > size)
+			b = size;
+		if (a < b && pack_range(p, fd, name, a, b, err))
+			return -1;
+		off = b > off ? b : off + block;
+	}
+	return 0;
+}
+
 int cmd_layer(int argc, char **argv)
 {
 	char err[ERRBUF];
@@ -130,7 +165,7 @@ int cmd_layer(int argc, char **argv)
 	packer_init(&p, dirfd, ph->block, true, &d, err);
 	memcpy(nh.build, p.build, 16);
 	memcpy(nh.base, ph->base, 16);
-	if (pack_stream(&p, fd, diff, (uint64_t)st.st_size, err))
+	if (pack_dirty(&p, fd, diff, (uint64_t)st.st_size, ph->block, err))
 		goto fail;
 	overlay(ph, &d, &nh);
 	/* the parent layers the new header still refers to must be in OUTDIR */

@@ -160,14 +160,14 @@ void packer_abort(struct packer *p)
 		unlinkat(p->dirfd, p->tmpname, 0);
 }
 
-/* Read the whole of fd through the packer, chunk by chunk. */
-int pack_stream(struct packer *p, int fd, const char *name, uint64_t size, char *err)
+/* Read [from, to) of fd through the packer, chunk by chunk. */
+int pack_range(struct packer *p, int fd, const char *name, uint64_t from, uint64_t to, char *err)
 {
 	uint8_t *buf = aligned_alloc(4096, PACK_CHUNK);
 	if (!buf)
 		return errf(err, "out of memory");
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	uint64_t off = 0;
+	uint64_t off = from, size = to;
 	int rc = 0;
 	while (off < size) {
 		size_t want = size - off < PACK_CHUNK ? (size_t)(size - off) : PACK_CHUNK, got = 0;
@@ -189,6 +189,11 @@ int pack_stream(struct packer *p, int fd, const char *name, uint64_t size, char 
 out:
 	free(buf);
 	return rc;
+}
+
+int pack_stream(struct packer *p, int fd, const char *name, uint64_t size, char *err)
+{
+	return pack_range(p, fd, name, 0, size, err);
 }
 
 int parse_block_size(const char *s, uint64_t *out)

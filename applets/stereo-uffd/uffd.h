@@ -94,6 +94,7 @@ void packer_abort(struct packer *p);
 /* commit, then the header; the new layer is removed again when the header cannot be written */
 int packer_publish(struct packer *p, const struct snap_hdr *h, char *err);
 int pack_stream(struct packer *p, int fd, const char *name, uint64_t size, char *err);
+int pack_range(struct packer *p, int fd, const char *name, uint64_t from, uint64_t to, char *err);
 int parse_block_size(const char *s, uint64_t *out);
 /* fsync'd atomic header write to dirfd/memfile.header. */
 int write_header_at(int dirfd, const struct snap_hdr *h, char *err);
