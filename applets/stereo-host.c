@@ -45,7 +45,8 @@ config STEREO_HOST
 	  prints the address that would be used and exits.
 
 	  --timeout DUR          per request (default 10s); after wait-ready it is the
-	                         overall deadline (default 60s)
+	                         overall deadline (default 60s), and each wait-ready
+	                         attempt waits at most max(1s, 2 x --interval)
 	  --connect-timeout DUR  default 10s
 	  --json                 machine-readable output; failures print
 	                         {"ok":false,"error":...} on stdout too
@@ -470,11 +471,15 @@ static int cmd_wait_ready(int argc, char **argv)
 	struct conn c = {.fd = -1};
 	char err[ERRBUF] = "", last[ERRBUF] = "no answer yet";
 	int saved_timeout = o.timeout_ms;
+	/* One attempt waits at most max(1 s, 2 x interval): a forwarder that accepts before the
+	 * guest listens (QEMU user networking) would otherwise cost a whole request timeout. */
+	long long attempt = o.interval_ms * 2 > 1000 ? o.interval_ms * 2 : 1000;
+	int attempt_ms = attempt < saved_timeout ? (int)attempt : saved_timeout;
 	for (;;) {
 		int64_t left = deadline - now_ms();
 		if (left <= 0)
 			break;
-		o.timeout_ms = (int)(left < saved_timeout ? left : saved_timeout);
+		o.timeout_ms = (int)(left < attempt_ms ? left : attempt_ms);
 		int rc = c.fd >= 0 ? RC_OK
 				   : conn_open(&c, (int)(left < o.connect_timeout_ms ? left
 											: o.connect_timeout_ms), err);

@@ -203,3 +203,13 @@ EOF
 	[ "$BG_STATUS" -eq 3 ]
 	grep -q "connection closed" "$BATS_TEST_TMPDIR/err"
 }
+
+@test "wait-ready gives up on a mute connection after one attempt's cap, not a whole request timeout" {
+	# a forwarder that accepts before the guest listens (QEMU user networking) looks like this
+	start_peer mute --mute
+	run stereo-host --tcp "$PEER_ADDR" wait-ready --interval 100ms --timeout 3500ms
+	assert_failure 3
+	assert_output --partial 'not ready after'
+	# attempts of at most 1 s each: several connections, each sending its first request
+	[ "$(peer_received mute | wc -l)" -ge 2 ]
+}
