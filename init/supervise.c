@@ -110,13 +110,14 @@ static void report_conf(const char *msg, void *ctx)
 }
 
 /* The built-in service when there is no services directory: stereod, listening on vsock when
- * the VM has one and on TCP otherwise. */
+ * the VM has one and on TCP otherwise, and telling init it is ready on fd 3 (s6 style). */
 static int default_service(const struct init_opts *o, struct svc_def *d)
 {
 	if (!*o->default_exec)
 		return 0;
 	char text[PATH_MAX + 128];
-	snprintf(text, sizeof text, "exec=\"%s\" --listen-mode auto\n", o->default_exec);
+	snprintf(text, sizeof text, "exec=\"%s\" --listen-mode auto --ready-fd 3\nnotify-fd=3\n",
+		 o->default_exec);
 	char err[ERRBUF];
 	if (svconf_parse(d, "stereod", text, strlen(text), "(built-in)", o->passwd_file, err)) {
 		log_error("built-in service", "error=\"%s\"", err);

@@ -269,11 +269,11 @@ only_one_child() {
 @test "without a services directory init runs the built-in stereod service" {
 	rmdir "$R/etc/stereos/services"
 	mkdir -p "$R/bin"
-	printf '#!/bin/sh\necho "$* STEREO_INIT=$STEREO_INIT" > %s\nexec sleep 1000\n' "$EV" >"$R/bin/stereod"
+	printf '#!/bin/sh\necho "$* STEREO_INIT=$STEREO_INIT" > %s\necho 127.0.0.1:1024 >&3\nexec sleep 1000 3>&-\n' "$EV" >"$R/bin/stereod"
 	chmod +x "$R/bin/stereod"
 	start_init
-	wait_state stereod running
-	wait_for events_has "--listen-mode auto STEREO_INIT=1"
+	wait_state stereod ready
+	wait_for events_has "--listen-mode auto --ready-fd 3 STEREO_INIT=1"
 }
 
 @test "a bad service file is reported and the other services still start" {
