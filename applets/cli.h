@@ -222,6 +222,26 @@ failed:
 	return cli_fail(c->json, rc, what, m);
 }
 
+/* GET a list route: the reply's array `key` in *arr. Non-zero (already reported) when the
+ * request fails or the reply has no such array; resp and j are freed then. */
+static CLI_UNUSED int ipc_get_list(const struct ipc *c, const char *path, const char *key,
+				   struct buf *resp, struct json *j, int *arr)
+{
+	int rc = ipc_request(c, "list", "GET", path, NULL, 0, NULL, resp, j);
+	if (rc) {
+		buf_free(resp);
+		return rc;
+	}
+	*arr = json_get(j, 0, key);
+	if (*arr >= 0 && json_kind(j, *arr) == JSON_ARRAY)
+		return EXIT_OK;
+	char m[128];
+	snprintf(m, sizeof m, "malformed reply from stereod: no %s array", key);
+	json_free(j);
+	buf_free(resp);
+	return cli_fail(c->json, EXIT_FAIL, "list", m);
+}
+
 /* Append s to b percent-encoded for a URL path segment. */
 static CLI_UNUSED void ipc_path_escape(struct buf *b, const char *s)
 {

@@ -57,15 +57,10 @@ static int do_list(struct ipc *c)
 {
 	struct buf resp = {0};
 	struct json j;
-	int rc = ipc_request(c, "list", "GET", "/v1/mounts", NULL, 0, NULL, &resp, &j);
-	if (rc) {
-		buf_free(&resp);
+	int arr, rc = ipc_get_list(c, "/v1/mounts", "mounts", &resp, &j, &arr);
+	if (rc)
 		return rc;
-	}
-	int arr = json_get(&j, 0, "mounts");
-	if (arr < 0 || json_kind(&j, arr) != JSON_ARRAY) {
-		rc = cli_fail(c->json, EXIT_FAIL, "list", "malformed reply from stereod: no mounts array");
-	} else if (c->json) {
+	if (c->json) {
 		cli_print_token(&j, 0);
 	} else {
 		for (int i = 0, m; (m = json_array_item(&j, arr, i)) >= 0; i++) {

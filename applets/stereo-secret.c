@@ -86,15 +86,10 @@ static int secret_list(struct ipc *c)
 {
 	struct buf resp = {0};
 	struct json j;
-	int rc = ipc_request(c, "list", "GET", "/v1/secrets", NULL, 0, NULL, &resp, &j);
-	if (rc) {
-		buf_free(&resp);
+	int arr, rc = ipc_get_list(c, "/v1/secrets", "secrets", &resp, &j, &arr);
+	if (rc)
 		return rc;
-	}
-	int arr = json_get(&j, 0, "secrets");
-	if (arr < 0 || json_kind(&j, arr) != JSON_ARRAY) {
-		rc = cli_fail(c->json, EXIT_FAIL, "list", "malformed reply from stereod: no secrets array");
-	} else if (c->json) {
+	if (c->json) {
 		cli_print_token(&j, 0);
 	} else {
 		for (int i = 0, t; (t = json_array_item(&j, arr, i)) >= 0; i++) {
