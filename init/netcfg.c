@@ -3,6 +3,7 @@
  * /etc/stereos/network (key=value, docs/init.md). No syscalls here: netlink.c applies the
  * result, and `stereo init --net-only --dry-run` prints it as JSON.
  */
+#include "init/kvfile.h"
 #include "init/netcfg.h"
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -202,37 +203,12 @@ int netcfg_parse_file(struct netcfg *c, const char *text, size_t len, const char
 {
 	struct nc_if *cur = NULL;
 	char msg[ERRBUF];
-	int lineno = 0;
-	for (const char *p = text, *end = text + len; p < end;) {
-		const char *nl = memchr(p, '\n', end - p);
-		size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		char line[1024];
-		lineno++;
-		if (ll >= sizeof line)
-			return errf(err, "%s:%d: line too long", path, lineno);
-		memcpy(line, p, ll);
-		line[ll] = 0;
-		p += ll + 1;
-		if (memchr(line, 0, ll))
-			return errf(err, "%s:%d: NUL byte", path, lineno);
-		char *s = line;
-		while (isspace((unsigned char)*s))
-			s++;
-		char *e = s + strlen(s);
-		while (e > s && isspace((unsigned char)e[-1]))
-			*--e = 0;
-		if (!*s || *s == '#')
-			continue;
-		char *eq = strchr(s, '=');
-		if (!eq)
-			return errf(err, "%s:%d: expected key=value", path, lineno);
-		char *ke = eq;
-		while (ke > s && isspace((unsigned char)ke[-1]))
-			ke--;
-		*ke = 0;
-		char *v = eq + 1;
-		while (isspace((unsigned char)*v))
-			v++;
+	struct kv_iter it;
+	char *s, *v;
+	int r;
+	kv_init(&it, text, len, path);
+	while ((r = kv_next(&it, &s, &v, err)) == 1) {
+		int lineno = it.lineno;
 		int rc = 0;
 		if (!strcmp(s, "interface")) {
 			rc = (cur = get_if(c, v, msg)) ? 0 : -1;
@@ -266,7 +242,7 @@ int netcfg_parse_file(struct netcfg *c, const char *text, size_t len, const char
 		if (rc)
 			return errf(err, "%s:%d: %s", path, lineno, msg);
 	}
-	return 0;
+	return r;
 }
 
 void netcfg_json(const struct netcfg *c, struct buf *out)

@@ -3,6 +3,7 @@
  * notify-fd, ready-timeout, stop-timeout, dir. Parsing only: no process is touched here.
  */
 #include "init/init.h"
+#include "init/kvfile.h"
 #include <ctype.h>
 #include <dirent.h>
 
@@ -223,41 +224,17 @@ int svconf_parse(struct svc_def *d, const char *name, const char *text, size_t l
 	d->restart = RESTART_ALWAYS;
 	snprintf(d->name, sizeof d->name, "%s", name);
 	unsigned seen = 0;
-	int lineno = 0;
-	const char *p = text, *end = text + len;
-	while (p < end) {
-		const char *nl = memchr(p, '\n', end - p);
-		size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
-		lineno++;
-		char line[LINE_MAX_LEN];
-		if (ll >= sizeof line)
-			return errf(err, "%s:%d: line longer than %d bytes", path, lineno, LINE_MAX_LEN - 1);
-		memcpy(line, p, ll);
-		line[ll] = 0;
-		p += ll + 1;
-		if (memchr(line, 0, ll))
-			return errf(err, "%s:%d: NUL byte", path, lineno);
-		char *s = line;
-		while (isspace((unsigned char)*s))
-			s++;
-		char *e = s + strlen(s);
-		while (e > s && isspace((unsigned char)e[-1]))
-			*--e = 0;
-		if (!*s || *s == '#')
-			continue;
-		char *eq = strchr(s, '=');
-		if (!eq)
-			return errf(err, "%s:%d: expected key=value", path, lineno);
-		char *k = s, *ke = eq;
-		while (ke > k && isspace((unsigned char)ke[-1]))
-			ke--;
-		*ke = 0;
-		char *v = eq + 1;
-		while (isspace((unsigned char)*v))
-			v++;
+	struct kv_iter it;
+	char *k, *v;
+	int r;
+	kv_init(&it, text, len, path);
+	while ((r = kv_next(&it, &k, &v, err)) == 1) {
+		int lineno = it.lineno;
 		if (parse_kv(d, k, v, &seen, passwd_file, msg))
 			return errf(err, "%s:%d: %s", path, lineno, msg);
 	}
+	if (r < 0)
+		return -1;
 	if (!d->nargv)
 		return errf(err, "%s: no exec line", path);
 	for (int i = 0; i < d->ndeps; i++)

@@ -4,6 +4,7 @@
  * storage (also after svconf_copy), and a parsed network prints as valid JSON. */
 #include "init/svconf.c"
 #include "init/netcfg.c"
+#include "init/kvfile.c"
 
 static bool inside(const struct svc_def *d, const char *p)
 {
