@@ -222,6 +222,22 @@ failed:
 	return cli_fail(c->json, rc, what, m);
 }
 
+/* POST body to path; with --json print stereod's answer. Errors are reported. */
+static CLI_UNUSED int ipc_post(const struct ipc *c, const char *what, const char *path,
+			       const char *body, size_t len)
+{
+	struct buf resp = {0};
+	struct json j;
+	int rc = ipc_request(c, what, "POST", path, body, len, NULL, &resp, &j);
+	if (!rc) {
+		if (c->json)
+			cli_print_token(&j, 0);
+		json_free(&j);
+	}
+	buf_wipe(&resp);
+	return rc;
+}
+
 /* GET a list route: the reply's array `key` in *arr. Non-zero (already reported) when the
  * request fails or the reply has no such array; resp and j are freed then. */
 static CLI_UNUSED int ipc_get_list(const struct ipc *c, const char *path, const char *key,

@@ -31,7 +31,7 @@ config STEREO_MOUNT
 
 static int do_mount(struct ipc *c, const char *tag, const char *path, const char *type, bool ro)
 {
-	struct buf body = {0}, resp = {0};
+	struct buf body = {0};
 	struct jw w;
 	jw_init(&w, &body);
 	jw_obj(&w);
@@ -40,16 +40,8 @@ static int do_mount(struct ipc *c, const char *tag, const char *path, const char
 	jw_kstr(&w, "fs_type", type);
 	jw_kbool(&w, "read_only", ro);
 	jw_obj_end(&w);
-	struct json j;
-	int rc = ipc_request(c, "mount", "POST", "/v1/mounts", body.p, body.len, NULL, &resp,
-			     &j);
-	if (!rc) {
-		if (c->json)
-			cli_print_token(&j, 0);
-		json_free(&j);
-	}
+	int rc = ipc_post(c, "mount", "/v1/mounts", body.p, body.len);
 	buf_free(&body);
-	buf_free(&resp);
 	return rc;
 }
 

@@ -39,7 +39,7 @@ static int secret_set(struct ipc *c, const char *name, long long mode, const cha
 		      const char *env)
 {
 	char err[ERRBUF];
-	struct buf v = {0}, body = {0}, resp = {0};
+	struct buf v = {0}, body = {0};
 	prctl(PR_SET_DUMPABLE, 0);   /* no core dump with the value in it */
 	if (env) {
 		char *e = getenv(env);
@@ -69,16 +69,8 @@ static int secret_set(struct ipc *c, const char *name, long long mode, const cha
 	jw_kint(&w, "mode", mode);
 	jw_obj_end(&w);
 	buf_wipe(&v);
-	struct json j;
-	int rc = ipc_request(c, "set", "POST", "/v1/secrets", body.p, body.len, NULL, &resp,
-			     &j);
+	int rc = ipc_post(c, "set", "/v1/secrets", body.p, body.len);
 	buf_wipe(&body);
-	if (!rc) {
-		if (c->json)
-			cli_print_token(&j, 0);
-		json_free(&j);
-	}
-	buf_free(&resp);
 	return rc;
 }
 
