@@ -1,9 +1,45 @@
 /* err.c - CLI error messages ("APPLET: what failed: why"), x* allocation helpers that exit,
- * and small argument parsers (durations, sizes) shared by the applets. */
+ * the die hooks every exit through die() runs, and small argument parsers (durations, sizes)
+ * shared by the applets. */
 #include "common/stereo.h"
 #include <ctype.h>
 
 const char *prog = "stereo";   /* set by main() to the running applet */
+
+/* What must happen on any exit through die() (toybox's xexit): stereo-uffd kills the VMMs it
+ * serves, so no failing path can leave a vCPU waiting. A fixed table: registering never fails. */
+#define DIE_HOOKS 8
+static struct { void (*fn)(void *); void *ctx; } die_hooks[DIE_HOOKS];
+static int ndie_hooks;
+
+int die_hook_add(void (*fn)(void *ctx), void *ctx)
+{
+	if (ndie_hooks == DIE_HOOKS)
+		return -ENOSPC;
+	die_hooks[ndie_hooks].fn = fn;
+	die_hooks[ndie_hooks].ctx = ctx;
+	ndie_hooks++;
+	return 0;
+}
+
+void die_hook_del(void (*fn)(void *ctx), void *ctx)
+{
+	for (int i = 0; i < ndie_hooks; i++)
+		if (die_hooks[i].fn == fn && die_hooks[i].ctx == ctx) {
+			memmove(&die_hooks[i], &die_hooks[i + 1], (size_t)(ndie_hooks - i - 1) * sizeof(die_hooks[0]));
+			ndie_hooks--;
+			return;
+		}
+}
+
+/* Run the hooks, newest first, each once (a hook that dies itself does not loop). */
+static void run_die_hooks(void)
+{
+	while (ndie_hooks > 0) {
+		ndie_hooks--;
+		die_hooks[ndie_hooks].fn(die_hooks[ndie_hooks].ctx);
+	}
+}
 
 /* Print "APPLET: message" plus a hint to --help, return EXIT_USAGE. */
 int usage_error(const char *fmt, ...)
@@ -49,6 +85,7 @@ void die(int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vmsg(0, fmt, ap);
 	va_end(ap);
+	run_die_hooks();
 	exit(code);
 }
 
@@ -59,6 +96,7 @@ void die_sys(int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vmsg(e, fmt, ap);
 	va_end(ap);
+	run_die_hooks();
 	exit(code);
 }
 

@@ -35,6 +35,10 @@ int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* err.c: CLI messages and "cannot continue" helpers */
 void warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void warn_sys(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Register fn(ctx) to run on every exit through die()/die_sys()/x* failures, newest first.
+ * At most 8; returns 0 or -ENOSPC. */
+int die_hook_add(void (*fn)(void *ctx), void *ctx);
+void die_hook_del(void (*fn)(void *ctx), void *ctx);
 _Noreturn void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 _Noreturn void die_sys(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void *xmalloc(size_t n);
