@@ -209,9 +209,10 @@ subscribe() {
 	e=$(head -c 64 /dev/urandom | base64 -w0)
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"$e\"}}"
 	run step entropy
+	# what can fail: RNDADDENTROPY (ok is false with its error otherwise) and RNDRESEEDCRNG
 	assert_output --partial '"bytes":64,"reseeded":true'
 	assert_output --partial '"ok":true'
-	assert [ "$(step entropy | jq -r .entropy_avail)" -gt 0 ]
+	refute_output --partial RNDADDENTROPY
 }
 
 @test "restored writes the generation, hostname and machine-id" {

@@ -432,12 +432,8 @@ poweroff_via_pid1() {
 }
 
 @test "--listen-mode vsock binds the vsock port and reports vsock:PORT on the ready fd" {
-	if [ ! -e /dev/vsock ]; then
-		run stereod --listen-mode vsock --vsock-port 10931 --root "$R" --allow-disk-secrets
-		assert_failure 1
-		assert_output --partial "vsock"
-		return
-	fi
+	# Binding needs a vsock transport; without one this test covers nothing, so it says so.
+	[ -e /dev/vsock ] || skip "no /dev/vsock here: vsock binding is not covered on this machine"
 	stereod --listen-mode vsock --vsock-port 10931 --root "$R" --allow-disk-secrets --ready-fd 3 \
 		3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!
