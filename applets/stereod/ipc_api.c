@@ -128,7 +128,7 @@ static void get_mounts(struct ipc_req *q)
 	jw_init(&w, &b);
 	jw_obj(&w);
 	jw_key(&w, "mounts");
-	mounts_list(q->d, &w);
+	mounts_list(q->d->mounts, &w);
 	jw_obj_end(&w);
 	reply(q, 200, &b);
 }
@@ -142,7 +142,7 @@ static void post_mount(struct ipc_req *q)
 		return;
 	if (mount_decode(&j, 0, &m, err))
 		http_reply_error(q->c, 400, err);
-	else if (mounts_add(q->d, &m, err))
+	else if (mounts_add(q->d->mounts, &m, err))
 		http_reply_error(q->c, 422, err);
 	else
 		reply_status(q, 201, "tag", buf_cstr(&m.tag), "guest_path", buf_cstr(&m.guest_path));

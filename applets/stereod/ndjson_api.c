@@ -137,7 +137,7 @@ static void msg_mount(struct req *r)
 {
 	char err[ERRBUF] = "";
 	struct mount_req m = {0};
-	int rc = mount_decode(r->j, r->payload, &m, err) ? -1 : mounts_add(r->d, &m, err);
+	int rc = mount_decode(r->j, r->payload, &m, err) ? -1 : mounts_add(r->d->mounts, &m, err);
 	mount_req_free(&m);
 	reply_ack(r, rc == 0, err);
 }

@@ -59,7 +59,7 @@ static void run_shutdown(struct loop *l, void *ctx)
 {
 	struct stereod *d = ctx;
 	lc_event(d, EV_SHUTDOWN, d->shutdown_reason);
-	mounts_unmount_all(d);
+	mounts_unmount_all(d->mounts);
 	sync();
 	log_info("filesystems synced", "%s", "");
 	power_off(d);

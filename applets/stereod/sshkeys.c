@@ -128,7 +128,7 @@ int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err)
 	gid_t gid;
 	struct buf home = {0}, data = {0};
 	int homefd = -1, sshfd = -1, rc = -1;
-	int e = user_lookup(d, user, &uid, &gid, &home);
+	int e = user_lookup(d->passwd_path, user, &uid, &gid, &home);
 	if (e) {
 		errf(err, e == -ENOENT ? "unknown user %s" : "looking up user %s: %s", user, strerror(-e));
 		goto out;

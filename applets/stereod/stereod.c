@@ -63,7 +63,7 @@ config STEREOD
 #include <sys/wait.h>
 #include <unistd.h>
 
-char *path_under_root(const struct stereod *d, const char *path)
+static char *path_under_root(const struct stereod *d, const char *path)
 {
 	size_t rl = strlen(d->root);
 	while (rl > 0 && d->root[rl - 1] == '/')
@@ -195,7 +195,7 @@ static int start(struct stereod *d)
 {
 	char err[ERRBUF], where[128];
 	gid_t admin = (gid_t)-1;
-	if (group_lookup(d, "admin", &admin))
+	if (group_lookup(d->group_path, "admin", &admin))
 		admin = (gid_t)-1;
 	if (make_dir(d->run_dir, 0755, admin, err) || make_dir(d->secrets_dir, 0700, 0, err) ||
 	    make_dir(d->config_dir, 0755, 0, err))
@@ -204,6 +204,13 @@ static int start(struct stereod *d)
 	log_info("state booting", "state=booting");
 	if (secrets_setup(d, err))
 		goto fail;
+	struct mounts_conf mc = {.root = d->root, .passwd = d->passwd_path, .group = d->group_path,
+				 .helper = d->mount_helper, .stand_in = d->mount_stand_in};
+	d->mounts = mounts_new(&mc);
+	if (!d->mounts) {
+		errf(err, "out of memory");
+		goto fail;
+	}
 	int lfd = open_listener(d, where, sizeof where, err);
 	if (lfd < 0)
 		goto fail;
@@ -291,13 +298,7 @@ static void stereod_free(struct stereod *d)
 	ndjson_server_free(d->ndjson);
 	http_server_free(d->ipc);
 	secrets_teardown(d);
-	for (size_t i = 0; i < d->nmounts; i++) {
-		struct mount_entry *m = &d->mounts[i];
-		free(m->tag);
-		free(m->guest_path);
-		free(m->fs_type);
-		free(m->target);
-	}
+	mounts_free(d->mounts);
 	snapshot_teardown(d);
 	buf_free(&d->agents_json);
 	free(d->run_dir);

@@ -13,13 +13,6 @@ enum lc_state { ST_BOOTING, ST_READY, ST_HEALTHY, ST_DEGRADED, ST_SHUTDOWN };
 enum lc_event { EV_STARTED, EV_AGENT_RUNNING, EV_AGENT_ERROR, EV_AGENTD_LOST, EV_SHUTDOWN };
 enum poweroff_kind { POWEROFF_AUTO, POWEROFF_INIT, POWEROFF_SYSTEMD, POWEROFF_CMD, POWEROFF_NONE };
 
-#define MOUNTS_MAX 256
-
-struct mount_entry {
-	char *tag, *guest_path, *fs_type, *target;   /* target: guest_path under --root */
-	bool read_only;
-};
-
 struct stereod {
 	struct loop *loop;
 	/* configuration */
@@ -40,8 +33,7 @@ struct stereod {
 	bool agentd_seen, agentd_down_logged;
 	int secrets_fd;              /* the secrets directory, opened once it is set up */
 	bool secrets_on_tmpfs, secrets_mounted;
-	struct mount_entry mounts[MOUNTS_MAX];
-	size_t nmounts;
+	struct mounts *mounts;        /* mounts.c */
 	bool shutting_down;
 	char shutdown_reason[256];
 	pid_t poweroff_pid;
@@ -53,7 +45,6 @@ struct stereod {
 };
 
 /* stereod.c */
-char *path_under_root(const struct stereod *d, const char *path);   /* xmalloc'd */
 /* Run "/bin/sh -c CMD" (with argv[] as $1...) in a child with the default signal mask.
  * Returns the pid or -errno. */
 pid_t spawn_sh(const char *cmd, const char *const *args);
@@ -130,13 +121,28 @@ int secrets_remove(struct stereod *d, const char *name, size_t len, char *err);
 int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err);
 
 /* users.c: passwd/group lookups in the configured files (fgetpwent, no NSS) */
-int user_lookup(const struct stereod *d, const char *name, uid_t *uid, gid_t *gid, struct buf *home);
-int group_lookup(const struct stereod *d, const char *name, gid_t *gid);
+int user_lookup(const char *passwd, const char *name, uid_t *uid, gid_t *gid, struct buf *home);
+int group_lookup(const char *group, const char *name, gid_t *gid);
 
-/* mounts.c */
-int mounts_add(struct stereod *d, const struct mount_req *r, char *err);
-void mounts_list(struct stereod *d, struct jw *w);   /* writes a JSON array */
-void mounts_unmount_all(struct stereod *d);
+/* mounts.c: the mount table, its own state. The strings of the configuration are borrowed. */
+struct mounts_conf {
+	const char *root, *passwd, *group;   /* --root and the user database */
+	const char *helper, *stand_in;       /* --mount-helper, --mount-stand-in (NULL: none) */
+};
+struct mounts *mounts_new(const struct mounts_conf *c);   /* NULL when out of memory */
+void mounts_free(struct mounts *m);                       /* forgets the table, unmounts nothing */
+/* A request in three steps, so the blocking middle can run off the loop thread:
+ * mounts_begin checks it and reserves the path (loop thread; NULL with err when refused),
+ * mount_op_run does the file system work (any thread, may block up to 10 s), and
+ * mounts_end records the mount or releases the path and frees op (loop thread; 0 or -1
+ * with err). mounts_add runs the three in a row. */
+struct mount_op;
+struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char *err);
+void mount_op_run(struct mount_op *op);
+int mounts_end(struct mounts *m, struct mount_op *op, char *err);
+int mounts_add(struct mounts *m, const struct mount_req *r, char *err);
+void mounts_list(const struct mounts *m, struct jw *w);   /* writes a JSON array */
+void mounts_unmount_all(struct mounts *m);                /* LIFO */
 
 /* config.c */
 int config_set(struct stereod *d, const char *content, size_t len, char *err);
