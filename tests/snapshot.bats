@@ -348,3 +348,21 @@ s.sendto(sys.argv[1].replace(",", "\0").encode() + b"\0", (0, 1))' "$1"
 	disk=$(df -B1 --output=size "$R" | tail -1 | tr -d ' ')
 	assert_equal "$(jq -r .disk_total <<<"$p")" "$disk"
 }
+
+@test "under --root a freeze path through a symlink is refused and nothing is frozen" {
+	# the issue's case is a link to /, the filesystem holding ROOT; a scratch ext4 stands in for
+	# it here so that a regression cannot freeze this machine
+	start_snap_with_ext4
+	ln -s "$R/mnt" "$R/link"
+	mkdir -p "$R/dir"
+	ln -s "$R/mnt" "$R/dir/inner"
+	req '{"type":"snapshot_prepare","payload":{"freeze":["/link","/dir/inner/.","/link/lost+found"],"timeout_ms":60000}}'
+	assert_equal "$(jq -r .payload.ok <<<"$reply")" false
+	assert_equal "$(jq -c .payload.frozen <<<"$reply")" '[]'
+	run jq -r '.payload.steps[] | select(.step == "freeze") | .error' <<<"$reply"
+	assert_output "open: a symlink on the way (refused)
+open: a symlink on the way (refused)
+open: a symlink on the way (refused)"
+	# the filesystem behind the links is writable
+	nsenter -m -t "$STEREOD_PID" sh -c 'echo data >"$0/mnt/file"' "$R"
+}

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/netlink.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -248,9 +249,24 @@ static void run_hooks(struct snapshot *s, const char *arg, int64_t budget_ms, st
 }
 
 /* ---- freeze and thaw ------------------------------------------------------------------------ */
+/* The directory clean (absolute) names under the root, reached without following any symlink
+ * and without leaving the root (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): a link
+ * planted in the tree cannot make FIFREEZE hit another filesystem, such as the one holding
+ * the root. fd or -errno. */
+static int open_under_root(const struct snapshot *s, const char *clean)
+{
+	int rootfd = open(s->root[0] ? s->root : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return -errno;
+	int fd = open_resolve(rootfd, clean[1] ? clean + 1 : ".", O_RDONLY | O_DIRECTORY,
+			      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+	close(rootfd);
+	return fd;
+}
+
 static void freeze_one(struct snapshot *s, const char *req_path, size_t len, struct steps *st)
 {
-	char clean[256], full[1024], why[ERRBUF] = "";
+	char clean[256], why[ERRBUF] = "";
 	step_begin(st, "freeze");
 	if (path_clean(req_path, len, clean, sizeof clean, why)) {
 		jw_key(st->w, "path");
@@ -264,10 +280,9 @@ static void freeze_one(struct snapshot *s, const char *req_path, size_t len, str
 	int fd = -1;
 	if (s->nfrozen == SNAP_MAX_FREEZE)
 		snprintf(why, sizeof why, "too many filesystems (max %d)", SNAP_MAX_FREEZE);
-	else if (snap_path(s, clean, full, sizeof full))
-		snprintf(why, sizeof why, "path too long");
-	else if ((fd = open(full, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		snprintf(why, sizeof why, "open: %s", strerror(errno));
+	else if ((fd = open_under_root(s, clean)) < 0)
+		snprintf(why, sizeof why, "open: %s", fd == -ELOOP ? "a symlink on the way (refused)" :
+			 fd == -EXDEV ? "outside the root (refused)" : strerror(-fd));
 	if (why[0]) {
 		step_end(st, label, -1, why);
 		return;

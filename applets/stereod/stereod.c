@@ -58,6 +58,8 @@ config STEREOD
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -406,6 +408,11 @@ int stereod_main(int argc, char **argv)
 	d.passwd_path = opt_path(given[OPT_PASSWD], &d, "/etc/passwd");
 	d.group_path = opt_path(given[OPT_GROUP], &d, "/etc/group");
 
+	/* The daemon holds secrets: no core file, no ptrace or /proc/PID/mem by same-uid
+	 * processes, from before the first secret is read. */
+	struct rlimit nocore = {0, 0};
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) || setrlimit(RLIMIT_CORE, &nocore))
+		die_sys(EXIT_FAIL, "starting: making the process non-dumpable");
 	signal(SIGPIPE, SIG_IGN);
 	d.started_ms = now_ms();
 	d.loop = loop_new();
