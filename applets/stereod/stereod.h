@@ -85,6 +85,22 @@ void reply_ack(struct req *r, bool ok, const char *error);
 void reply_begin(struct req *r, struct jw *w, const char *type);
 void reply_end(struct req *r, struct jw *w);
 
+/* Deferred replies, for work that must not run on the loop thread (mount(2), hooks, sync):
+ * inside a handler, call reply_defer(r) instead of replying and return without writing. The
+ * request's id and type are copied; r, its line and its payload are gone after the return
+ * (copy what the work needs). The connection answers no further line (it stops reading;
+ * what it already buffered waits) until the reply is given, on the loop thread, with exactly
+ * one defer_ack or defer_reply, which writes it with the request's id (and reply_to), frees
+ * d and resumes the buffered lines in order. Other connections are served meanwhile. If the
+ * connection was closed meanwhile (client gone, evicted, restore), the call only frees d.
+ * reply_defer returns NULL when out of memory: then reply at once (reply_ack). */
+struct defer;
+struct defer *reply_defer(struct req *r);
+void defer_ack(struct defer *d, bool ok, const char *error);
+/* {"type":TYPE[,"id":ID][,"payload":...]}: payload (NULL for none) writes one JSON value. */
+void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w, void *ctx), void *ctx);
+/* IPC side: http_defer / http_defer_json / http_defer_error in common/http.h. */
+
 struct ndjson_server *ndjson_server_new(struct stereod *d, int listen_fd);
 void ndjson_server_free(struct ndjson_server *s);
 /* Send a lifecycle push to every connection that sent "subscribe". */
