@@ -1,5 +1,6 @@
-/* ndjson_api.c - the control-plane server: connections, NDJSON framing, the message dispatch
- * table and the replies, and lifecycle pushes to subscribers.
+/* ndjson_api.c - NDJSON servers: connections, framing, budgets and deferred replies for any
+ * line protocol (struct ndjson_proto), and the control-plane protocol itself: its message
+ * dispatch table, replies and lifecycle pushes to subscribers.
  *
  * Each connection answers its complete lines in order as they are parsed, appends every reply
  * to one output buffer and flushes it once per readable event; EPOLLOUT is armed only while
@@ -42,6 +43,8 @@ struct nconn {
 
 struct ndjson_server {
 	struct stereod *d;
+	const struct ndjson_proto *proto;
+	void *ctx;
 	struct loop *l;
 	int lfd;
 	struct nconn *conns;
@@ -109,25 +112,57 @@ struct defer {
 	struct buf id, type;        /* copied from the request: its line is gone by then */
 };
 
-struct defer *reply_defer(struct req *r)
+struct defer *ndjson_defer(struct nconn *c)
 {
 	struct defer *d = calloc(1, sizeof *d);
 	if (!d)
 		return NULL;
-	d->c = r->conn;
-	d->d = r->d;
+	d->c = c;
+	d->d = c->s->d;
+	c->waiting = d;
+	return d;
+}
+
+static void pump(struct nconn *c);
+
+/* Free d; when its connection is still there, resume it (its reply was just written). */
+static void defer_done(struct defer *d)
+{
+	struct nconn *c = d->c;
+	buf_free(&d->id);
+	buf_free(&d->type);
+	free(d);
+	if (!c)
+		return;
+	c->waiting = NULL;
+	if (!c->dispatching)
+		pump(c);   /* answer the lines that waited, then read again */
+}
+
+void defer_line(struct defer *d, const char *line, size_t len)
+{
+	if (d->c) {
+		buf_append(&d->c->out, line, len);
+		buf_putc(&d->c->out, '\n');
+	}
+	defer_done(d);
+}
+
+struct defer *reply_defer(struct req *r)
+{
+	struct defer *d = ndjson_defer(r->conn);
+	if (!d)
+		return NULL;
 	if ((r->id && buf_append(&d->id, r->id, r->id_len)) ||
 	    buf_append(&d->type, r->type, r->type_len)) {
+		r->conn->waiting = NULL;
 		buf_free(&d->id);
 		buf_free(&d->type);
 		free(d);
 		return NULL;
 	}
-	r->conn->waiting = d;
 	return d;
 }
-
-static void pump(struct nconn *c);
 
 void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w, void *ctx), void *ctx)
 {
@@ -143,13 +178,8 @@ void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w
 			payload(&w, ctx);
 		}
 		reply_end(&r, &w);
-		c->waiting = NULL;
 	}
-	buf_free(&d->id);
-	buf_free(&d->type);
-	free(d);
-	if (c && !c->dispatching)
-		pump(c);   /* answer the lines that waited, then read again */
+	defer_done(d);
 }
 
 void defer_ack(struct defer *d, bool ok, const char *error)
@@ -291,7 +321,7 @@ static bool blank(const char *s, size_t n)
 }
 
 /* Answer one line: exactly one reply, whatever the line holds. */
-static void handle_line(struct nconn *c, char *line, size_t len)
+static void handle_line(struct nconn *c, char *line, size_t len, void *ctx)
 {
 	char err[ERRBUF], msg[ERRBUF + 32];
 	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
@@ -480,8 +510,7 @@ static int conn_flush(struct nconn *c)
 
 static void too_long(struct nconn *c)
 {
-	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
-	reply_ack(&r, false, "message too long (max 1048576 bytes)");
+	c->s->proto->error(c, "message too long (max 1048576 bytes)", c->s->ctx);
 	c->closing = true;
 }
 
@@ -504,7 +533,7 @@ static bool process(struct nconn *c)
 			break;
 		}
 		if (!blank(line, len))
-			handle_line(c, line, len);
+			c->s->proto->line(c, line, len, c->s->ctx);
 		explicit_bzero(line, len);
 	}
 	c->dispatching = false;
@@ -525,11 +554,10 @@ static void account(struct nconn *c)
 	s->buffered = s->buffered - c->counted + pend;
 	c->counted = pend;
 	if (s->buffered > INPUT_BUDGET && pend > BIG_LINE && !c->closing) {
-		struct req r = {.d = s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
 		log_warn("refusing a big unfinished line: input budget exceeded", "pending=%zu total=%zu",
 			 pend, s->buffered);
-		reply_ack(&r, false, "too much unfinished input across connections (max 33554432 "
-			  "bytes): line refused");
+		s->proto->error(c, "too much unfinished input across connections (max 33554432 "
+				"bytes): line refused", s->ctx);
 		c->closing = true;
 	}
 }
@@ -671,12 +699,24 @@ int ndjson_close_stale(struct ndjson_server *s, struct nconn *keep)
 	return n;
 }
 
-struct ndjson_server *ndjson_server_new(struct stereod *d, int lfd)
+struct buf *ndjson_out(struct nconn *c) { return &c->out; }
+
+/* The stereosd protocol's framing errors: an ack with an empty reply_to. */
+static void control_error(struct nconn *c, const char *msg, void *ctx)
+{
+	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
+	reply_ack(&r, false, msg);
+}
+
+const struct ndjson_proto control_proto = {"control", handle_line, control_error};
+
+struct ndjson_server *ndjson_server_new(struct stereod *d, int lfd, const struct ndjson_proto *proto,
+					void *ctx)
 {
 	struct ndjson_server *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
-	*s = (struct ndjson_server){.d = d, .l = d->loop, .lfd = lfd};
+	*s = (struct ndjson_server){.d = d, .proto = proto, .ctx = ctx, .l = d->loop, .lfd = lfd};
 	if (loop_add(d->loop, lfd, EPOLLIN, on_accept, s)) {
 		free(s);
 		return NULL;
