@@ -416,6 +416,46 @@ int mounts_add(struct mounts *m, const struct mount_req *r, char *err)
 	return mounts_end(m, op, err);
 }
 
+struct mount_job {
+	struct mounts *m;
+	struct mount_op *op;
+	mounts_reply_fn replied;
+	void *ctx;
+};
+
+static void job_work(void *ctx)
+{
+	struct mount_job *j = ctx;
+	mount_op_run(j->op);
+}
+
+static void job_done(void *ctx)
+{
+	struct mount_job *j = ctx;
+	char err[ERRBUF] = "";
+	int rc = mounts_end(j->m, j->op, err);
+	j->replied(j->ctx, rc, err);
+	free(j);
+}
+
+void mounts_request(struct mounts *m, const struct mount_req *r, mounts_reply_fn replied, void *ctx)
+{
+	char err[ERRBUF] = "";
+	struct mount_op *op = mounts_begin(m, r, err);
+	if (!op) {
+		replied(ctx, -1, err);
+		return;
+	}
+	struct mount_job *j = xmalloc(sizeof *j);
+	*j = (struct mount_job){.m = m, .op = op, .replied = replied, .ctx = ctx};
+	int e = jobs_run(m->conf.jobs, job_work, job_done, j);
+	if (e) {
+		log_warn("mounting on the loop thread: no worker", "err=\"%s\"", strerror(-e));
+		job_work(j);
+		job_done(j);
+	}
+}
+
 void mounts_list(const struct mounts *m, struct jw *w)
 {
 	jw_arr(w);

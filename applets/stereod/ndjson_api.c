@@ -236,13 +236,21 @@ static void msg_inject_ssh_key(struct req *r)
 	reply_ack(r, rc == 0, err);
 }
 
+static void mount_replied(void *ctx, int rc, const char *err) { defer_ack(ctx, rc == 0, err); }
+
+/* mount(2) and the mount helper run on the jobs worker: the ack is deferred. */
 static void msg_mount(struct req *r)
 {
 	char err[ERRBUF] = "";
 	struct mount_req m = {0};
-	int rc = mount_decode(r->j, r->payload, &m, err) ? -1 : mounts_add(r->d->mounts, &m, err);
+	struct defer *df;
+	if (mount_decode(r->j, r->payload, &m, err))
+		reply_ack(r, false, err);
+	else if ((df = reply_defer(r)))
+		mounts_request(r->d->mounts, &m, mount_replied, df);
+	else
+		reply_ack(r, mounts_add(r->d->mounts, &m, err) == 0, err);
 	mount_req_free(&m);
-	reply_ack(r, rc == 0, err);
 }
 
 static void msg_shutdown(struct req *r)

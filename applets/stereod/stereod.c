@@ -168,10 +168,12 @@ static void on_signal(struct loop *l, const struct signalfd_siginfo *si, void *c
 {
 	struct stereod *d = ctx;
 	if (si->ssi_signo == SIGCHLD) {
+		/* Only the poweroff command is reaped here: every other child is waited for by
+		 * the code that started it, possibly on the jobs worker thread, and a waitpid(-1)
+		 * here would steal its status. */
 		int st;
-		pid_t pid;
-		while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
-			shutdown_child_exited(d, pid, st);
+		if (d->poweroff_pid > 0 && waitpid(d->poweroff_pid, &st, WNOHANG) == d->poweroff_pid)
+			shutdown_child_exited(d, d->poweroff_pid, st);
 		return;
 	}
 	log_info("stopping", "signal=%s", strsignal(si->ssi_signo));
@@ -206,9 +208,10 @@ static int start(struct stereod *d)
 	log_info("state booting", "state=booting");
 	if (secrets_setup(d, err))
 		goto fail;
+	d->jobs = jobs_new(d->loop);
 	struct mounts_conf mc = {.root = d->root, .passwd = d->passwd_path, .group = d->group_path,
-				 .helper = d->mount_helper, .stand_in = d->mount_stand_in};
-	d->mounts = mounts_new(&mc);
+				 .helper = d->mount_helper, .stand_in = d->mount_stand_in, .jobs = d->jobs};
+	d->mounts = d->jobs ? mounts_new(&mc) : NULL;
 	if (!d->mounts) {
 		errf(err, "out of memory");
 		goto fail;
@@ -298,7 +301,10 @@ static void stereod_free(struct stereod *d)
 {
 	agentd_stop(d);
 	ndjson_server_free(d->ndjson);
+	d->ndjson = NULL;
 	http_server_free(d->ipc);
+	d->ipc = NULL;
+	jobs_free(d->jobs);   /* after the servers: late replies go nowhere; before what jobs use */
 	secrets_teardown(d);
 	mounts_free(d->mounts);
 	snapshot_teardown(d);

@@ -34,6 +34,7 @@ struct stereod {
 	int secrets_fd;              /* the secrets directory, opened once it is set up */
 	bool secrets_on_tmpfs, secrets_mounted;
 	struct mounts *mounts;        /* mounts.c */
+	struct jobs *jobs;            /* jobs.c: the worker thread for blocking work */
 	bool shutting_down;
 	char shutdown_reason[256];
 	pid_t poweroff_pid;
@@ -170,10 +171,20 @@ int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err);
 int user_lookup(const char *passwd, const char *name, uid_t *uid, gid_t *gid, struct buf *home);
 int group_lookup(const char *group, const char *name, gid_t *gid);
 
+/* jobs.c: blocking work off the loop thread. work runs on the one worker thread, jobs one at
+ * a time in submission order; done then runs on the loop thread. jobs_run: 0, or -errno (the
+ * caller then runs the work itself). jobs_free finishes what was submitted, runs the pending
+ * done callbacks, and stops the worker. */
+typedef void (*job_fn)(void *ctx);
+struct jobs *jobs_new(struct loop *l);
+int jobs_run(struct jobs *j, job_fn work, job_fn done, void *ctx);
+void jobs_free(struct jobs *j);
+
 /* mounts.c: the mount table, its own state. The strings of the configuration are borrowed. */
 struct mounts_conf {
 	const char *root, *passwd, *group;   /* --root and the user database */
 	const char *helper, *stand_in;       /* --mount-helper, --mount-stand-in (NULL: none) */
+	struct jobs *jobs;                   /* where mounts_request runs the blocking part */
 };
 struct mounts *mounts_new(const struct mounts_conf *c);   /* NULL when out of memory */
 void mounts_free(struct mounts *m);                       /* forgets the table, unmounts nothing */
@@ -187,6 +198,10 @@ struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char 
 void mount_op_run(struct mount_op *op);
 int mounts_end(struct mounts *m, struct mount_op *op, char *err);
 int mounts_add(struct mounts *m, const struct mount_req *r, char *err);
+/* The same with the middle on the jobs worker: replied(ctx, rc, err) runs on the loop thread
+ * once it is decided (at once when refused by the checks). */
+typedef void (*mounts_reply_fn)(void *ctx, int rc, const char *err);
+void mounts_request(struct mounts *m, const struct mount_req *r, mounts_reply_fn replied, void *ctx);
 void mounts_list(const struct mounts *m, struct jw *w);   /* writes a JSON array */
 void mounts_unmount_all(struct mounts *m);                /* LIFO */
 
