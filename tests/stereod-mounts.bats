@@ -226,7 +226,15 @@ while not os.path.exists(sys.argv[2]):
 
 @test "a slow mount runs off the loop: pings on other connections are answered meanwhile, its ack comes in order" {
 	# the helper says it started, then waits until the test has had its 100 pings answered
-	start_stereod --mount-helper "touch '$BATS_TEST_TMPDIR/started'; i=0; while [ ! -e '$BATS_TEST_TMPDIR/go' ] && [ \$i -lt 400 ]; do sleep 0.025; i=\$((i+1)); done"
+	# (10 s at most: stereod's own limit for a mount helper)
+	cat >"$BATS_TEST_TMPDIR/slow-helper" <<EOF
+#!/bin/sh
+touch '$BATS_TEST_TMPDIR/started'
+i=0
+while [ ! -e '$BATS_TEST_TMPDIR/go' ] && [ \$i -lt 400 ]; do sleep 0.025; i=\$((i + 1)); done
+EOF
+	chmod +x "$BATS_TEST_TMPDIR/slow-helper"
+	start_stereod --mount-helper "$BATS_TEST_TMPDIR/slow-helper"
 	run python3 - "$ADDR" "$BATS_TEST_TMPDIR" <<'PY'
 import json, os, socket, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
