@@ -65,11 +65,11 @@ static void get_health(struct ipc_req *q)
 static void get_agents(struct ipc_req *q)
 {
 	struct buf b = {0};
+	const char *agents;
+	size_t len;
+	agentd_agents(q->d->agentd, &agents, &len);
 	buf_puts(&b, "{\"agents\":");
-	if (q->d->nagents)
-		buf_append(&b, q->d->agents_json.p, q->d->agents_json.len);
-	else
-		buf_puts(&b, "[]");
+	buf_append(&b, agents, len);
 	buf_putc(&b, '}');
 	reply(q, 200, &b);
 }

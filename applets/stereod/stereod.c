@@ -177,8 +177,7 @@ static void on_signal(struct loop *l, const struct signalfd_siginfo *si, void *c
 		return;
 	}
 	log_info("stopping", "signal=%s", strsignal(si->ssi_signo));
-	d->stopping = true;
-	if (!agentd_stop(d))   /* else the poll in flight stops the loop when it ends */
+	if (!agentd_stop(d->agentd))   /* else the poll in flight stops the loop when it ends */
 		loop_stop(l);
 }
 
@@ -195,6 +194,19 @@ static void notify_ready(struct stereod *d, const char *where)
 	d->ready_fd = -1;
 }
 
+/* The hub's wiring: lifecycle transitions go to the subscribers, agentd's findings to the
+ * lifecycle, and polling ends with the shutdown state. */
+static void push_transition(void *ctx, enum lc_state to, const char *message)
+{
+	struct stereod *d = ctx;
+	if (d->ndjson)
+		ndjson_push_lifecycle(d->ndjson, lc_state_name(to), message);
+}
+
+static void agentd_event(void *ctx, enum lc_event ev, const char *message) { lc_event(ctx, ev, message); }
+
+static bool agentd_paused(void *ctx) { return ((struct stereod *)ctx)->state == ST_SHUTDOWN; }
+
 static int start(struct stereod *d)
 {
 	char err[ERRBUF], where[128];
@@ -205,6 +217,8 @@ static int start(struct stereod *d)
 	    make_dir(d->config_dir, 0755, 0, err))
 		goto fail;
 	d->state = ST_BOOTING;
+	d->lc_notify = push_transition;
+	d->lc_ctx = d;
 	log_info("state booting", "state=booting");
 	if (secrets_setup(d, err))
 		goto fail;
@@ -239,7 +253,13 @@ static int start(struct stereod *d)
 	log_info("IPC server listening", "socket=%s", d->socket_path);
 	if (snapshot_setup(d, err))
 		goto fail;
-	agentd_start(d);
+	struct agentd_conf ac = {.loop = d->loop, .socket = d->agentd_socket, .poll_ms = d->poll_ms,
+				 .event = agentd_event, .paused = agentd_paused, .ctx = d};
+	d->agentd = agentd_new(&ac);
+	if (!d->agentd) {
+		errf(err, "starting the agentd poller: out of memory");
+		goto fail;
+	}
 	log_info("agentd poller started", "socket=%s interval_ms=%lld", d->agentd_socket, d->poll_ms);
 	lc_event(d, EV_STARTED, "stereod is ready");
 	notify_ready(d, where);
@@ -299,7 +319,7 @@ static char *opt_path(char *given, const struct stereod *d, const char *dflt)
 
 static void stereod_free(struct stereod *d)
 {
-	agentd_stop(d);
+	agentd_free(d->agentd);
 	ndjson_server_free(d->ndjson);
 	d->ndjson = NULL;
 	http_server_free(d->ipc);
@@ -308,7 +328,6 @@ static void stereod_free(struct stereod *d)
 	secrets_teardown(d);
 	mounts_free(d->mounts);
 	snapshot_teardown(d);
-	buf_free(&d->agents_json);
 	free(d->run_dir);
 	free(d->secrets_dir);
 	free(d->config_dir);

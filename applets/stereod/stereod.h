@@ -28,9 +28,6 @@ struct stereod {
 	/* running state */
 	int64_t started_ms;
 	enum lc_state state;
-	struct buf agents_json;      /* the agents array from the last good poll, "" when none */
-	size_t nagents;
-	bool agentd_seen, agentd_down_logged;
 	int secrets_fd;              /* the secrets directory, opened once it is set up */
 	bool secrets_on_tmpfs, secrets_mounted;
 	struct mounts *mounts;        /* mounts.c */
@@ -41,8 +38,10 @@ struct stereod {
 	struct ndjson_server *ndjson;
 	struct snapshot *snap;        /* snapshot_api.c */
 	struct http_server *ipc;
-	uint64_t poll_timer;
-	bool poll_in_flight, stopping;
+	struct agentd *agentd;        /* agentd.c */
+	/* lifecycle.c reports every transition here (stereod.c pushes it to subscribers) */
+	void (*lc_notify)(void *ctx, enum lc_state to, const char *message);
+	void *lc_ctx;
 };
 
 /* stereod.c */
@@ -208,10 +207,22 @@ void mounts_unmount_all(struct mounts *m);                /* LIFO */
 /* config.c */
 int config_set(struct stereod *d, const char *content, size_t len, char *err);
 
-/* agentd.c */
-void agentd_start(struct stereod *d);
+/* agentd.c: the agentd poller, its own state. Polling starts at once. */
+struct agentd_conf {
+	struct loop *loop;
+	const char *socket;       /* borrowed */
+	long long poll_ms;
+	/* what a poll shows, as a lifecycle event (lc_event), and whether polling is over (shutdown) */
+	void (*event)(void *ctx, enum lc_event ev, const char *message);
+	bool (*paused)(void *ctx);
+	void *ctx;
+};
+struct agentd *agentd_new(const struct agentd_conf *c);   /* NULL when out of memory */
+void agentd_free(struct agentd *a);
+/* The agents array of the last good poll as JSON ("[]" when none) and how many it holds. */
+size_t agentd_agents(const struct agentd *a, const char **json, size_t *len);
 /* Stop polling; true while a request is still in flight (its callback then stops the loop). */
-bool agentd_stop(struct stereod *d);
+bool agentd_stop(struct agentd *a);
 
 /* shutdown.c */
 /* Begin the shutdown sequence once the current replies are out (it runs from a timer). */
