@@ -366,3 +366,27 @@ open: a symlink on the way (refused)"
 	# the filesystem behind the links is writable
 	nsenter -m -t "$STEREOD_PID" sh -c 'echo data >"$0/mnt/file"' "$R"
 }
+
+@test "freeze hooks run off the loop: pings on other connections are answered while a hook runs" {
+	mkdir -p "$R/etc/stereos/hooks/freeze.d"
+	# the hook says it started, then waits (inside the 5 s hook budget) for the test's go
+	cat >"$R/etc/stereos/hooks/freeze.d/10-slow" <<EOF
+#!/bin/sh
+[ "\$1" = freeze ] || exit 0
+touch '$BATS_TEST_TMPDIR/started'
+i=0
+while [ ! -e '$BATS_TEST_TMPDIR/go' ] && [ \$i -lt 160 ]; do sleep 0.025; i=\$((i + 1)); done
+[ -e '$BATS_TEST_TMPDIR/go' ]
+EOF
+	chmod +x "$R/etc/stereos/hooks/freeze.d/10-slow"
+	start_snap
+	run "$BATS_TEST_DIRNAME/helpers/pings_during.py" "$ADDR" "$BATS_TEST_TMPDIR/started" \
+		"$BATS_TEST_TMPDIR/go" '{"type":"snapshot_prepare","payload":{"timeout_ms":60000}}'
+	sed "s/^/# /" <<<"$output" >&3
+	assert_success
+	reply=${lines[0]}
+	assert_equal "$(jq -r .payload.ok <<<"$reply")" true
+	assert_equal "$(step freeze_hook | jq -c '[.name, .ok]')" '["10-slow",true]'
+	req '{"type":"snapshot_abort"}'
+	assert_equal "$(jq -r .payload.ok <<<"$reply")" true
+}
