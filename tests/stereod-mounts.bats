@@ -241,3 +241,27 @@ EOF
 	assert_success
 	assert_line --index 0 '{"type":"ack","id":1,"payload":{"reply_to":"mount","ok":true}}'
 }
+
+@test "shutdown unmounts off the loop: pings are answered while a slow unmount runs, then poweroff" {
+	# the first call (the mount) is instant; the next (the unmount) says it started, then
+	# waits for the test's go (a marker, not \$1: the helper may be run without arguments)
+	cat >"$BATS_TEST_TMPDIR/umount-helper" <<EOF
+#!/bin/sh
+[ -e '$BATS_TEST_TMPDIR/mounted' ] || { touch '$BATS_TEST_TMPDIR/mounted'; exit 0; }
+touch '$BATS_TEST_TMPDIR/started'
+i=0
+while [ ! -e '$BATS_TEST_TMPDIR/go' ] && [ \$i -lt 200 ]; do sleep 0.025; i=\$((i + 1)); done
+touch '$BATS_TEST_TMPDIR/started.ended'
+EOF
+	chmod +x "$BATS_TEST_TMPDIR/umount-helper"
+	start_stereod --mount-helper "$BATS_TEST_TMPDIR/umount-helper"
+	run mnt /mnt/x
+	assert_output --partial '"ok":true'
+	run "$BATS_TEST_DIRNAME/helpers/pings_during.py" --reply-first "$ADDR" "$BATS_TEST_TMPDIR/started" \
+		"$BATS_TEST_TMPDIR/go" '{"type":"shutdown"}'
+	sed "s/^/# /" <<<"$output" >&3
+	assert_success
+	assert_line --index 0 '{"type":"ack","id":1,"payload":{"reply_to":"shutdown","ok":true}}'
+	wait_file "$EV" poweroff
+	assert_file_contains "$LOG" 'msg="unmounted" tag=share path=/mnt/x'
+}

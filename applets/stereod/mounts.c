@@ -472,15 +472,32 @@ void mounts_list(const struct mounts *m, struct jw *w)
 	jw_arr_end(w);
 }
 
-void mounts_unmount_all(struct mounts *m)
+struct mount_list {
+	const char *helper;
+	struct mount_entry *e;
+	size_t n;
+};
+
+struct mount_list *mounts_detach(struct mounts *m)
 {
-	while (m->n) {
-		struct mount_entry *e = &m->table[--m->n];
+	struct mount_list *l = xcalloc(1, sizeof *l);
+	l->helper = m->conf.helper;
+	l->n = m->n;
+	l->e = xmalloc((m->n ? m->n : 1) * sizeof *l->e);
+	memcpy(l->e, m->table, m->n * sizeof *l->e);
+	m->n = 0;
+	return l;
+}
+
+void mount_list_unmount(struct mount_list *l)
+{
+	while (l->n) {
+		struct mount_entry *e = &l->e[--l->n];
 		char err[ERRBUF] = "";
 		int rc = 0;
-		if (m->conf.helper) {
+		if (l->helper) {
 			const char *args[] = {"umount", e->target, NULL};
-			rc = run_sh(m->conf.helper, args, HELPER_TIMEOUT_MS, err);
+			rc = run_sh(l->helper, args, HELPER_TIMEOUT_MS, err);
 			if (rc > 0)
 				errf(err, "the mount helper exited %d", rc);
 		} else if (umount2(e->target, UMOUNT_NOFOLLOW)) {
@@ -493,4 +510,11 @@ void mounts_unmount_all(struct mounts *m)
 			log_info("unmounted", "tag=%s path=%s", e->tag, e->guest_path);
 		entry_free(e);
 	}
+	free(l->e);
+	free(l);
+}
+
+void mounts_unmount_all(struct mounts *m)
+{
+	mount_list_unmount(mounts_detach(m));
 }

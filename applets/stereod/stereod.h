@@ -203,6 +203,11 @@ typedef void (*mounts_reply_fn)(void *ctx, int rc, const char *err);
 void mounts_request(struct mounts *m, const struct mount_req *r, mounts_reply_fn replied, void *ctx);
 void mounts_list(const struct mounts *m, struct jw *w);   /* writes a JSON array */
 void mounts_unmount_all(struct mounts *m);                /* LIFO */
+/* The same in two steps, so unmounting can run off the loop thread: mounts_detach empties the
+ * table (loop thread), mount_list_unmount unmounts LIFO, logs and frees (any thread). */
+struct mount_list;
+struct mount_list *mounts_detach(struct mounts *m);
+void mount_list_unmount(struct mount_list *l);
 
 /* config.c */
 int config_set(struct stereod *d, const char *content, size_t len, char *err);
