@@ -265,3 +265,31 @@ EOF
 	wait_file "$EV" poweroff
 	assert_file_contains "$LOG" 'msg="unmounted" tag=share path=/mnt/x'
 }
+
+@test "POST /v1/mounts with a slow helper: other IPC clients are answered meanwhile, then 201" {
+	cat >"$BATS_TEST_TMPDIR/slow-helper" <<EOF
+#!/bin/sh
+touch '$BATS_TEST_TMPDIR/started'
+i=0
+while [ ! -e '$BATS_TEST_TMPDIR/go' ] && [ \$i -lt 400 ]; do sleep 0.025; i=\$((i + 1)); done
+touch '$BATS_TEST_TMPDIR/started.ended'
+EOF
+	chmod +x "$BATS_TEST_TMPDIR/slow-helper"
+	start_stereod --mount-helper "$BATS_TEST_TMPDIR/slow-helper"
+	curl -s -o "$BATS_TEST_TMPDIR/post.out" -w '%{http_code}' --max-time 30 --unix-socket "$SOCK" \
+		-X POST -H 'Content-Type: application/json' \
+		--data-binary '{"tag":"t","guest_path":"/mnt/slow","fs_type":"9p"}' \
+		http://stereod/v1/mounts >"$BATS_TEST_TMPDIR/post.code" &
+	local post=$!
+	wait_file "$BATS_TEST_TMPDIR/started"
+	for i in 1 2 3 4 5; do
+		run ipc GET /v1/ping
+		assert_output '200 {"status":"ok"}'
+	done
+	[ ! -e "$BATS_TEST_TMPDIR/started.ended" ]   # all answered while the helper was running
+	[ ! -s "$BATS_TEST_TMPDIR/post.code" ]
+	touch "$BATS_TEST_TMPDIR/go"
+	wait "$post"
+	[ "$(cat "$BATS_TEST_TMPDIR/post.code") $(cat "$BATS_TEST_TMPDIR/post.out")" = \
+		'201 {"status":"ok","tag":"t","guest_path":"/mnt/slow"}' ]
+}
