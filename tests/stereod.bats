@@ -5,7 +5,7 @@ load helpers
 load helpers/stereod
 
 setup() { stereod_setup; }
-teardown() { stop_stereod; }
+teardown() { stop_stereod; [ -z "${SCRATCH:-}" ] || rm -rf "$SCRATCH"; }
 
 @test "stereod rejects a bad command line with exit 2 and says why" {
 	run stereod --listen-mode bogus
@@ -531,4 +531,28 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 	[ $((first - before)) -lt 65536 ]
 	[ $((second - first)) -lt 1024 ]
 	stop_stereod
+}
+
+@test "stereod is not dumpable and has RLIMIT_CORE 0, so processes of its own uid cannot read it" {
+	# run as uid 1000: for root, CAP_SYS_PTRACE would hide the difference. Its root must be
+	# reachable by that uid (the bats directories are not).
+	R=$(mktemp -d /tmp/stereod-dumpable.XXXXXX)
+	SCRATCH=$R
+	mkdir -p "$R/etc"
+	cp "$BATS_TEST_TMPDIR/root/etc/passwd" "$R/etc/"
+	grep -v '^admin:' "$BATS_TEST_TMPDIR/root/etc/group" >"$R/etc/group"   # no chgrp as non-root
+	chown -R 1000:1000 "$R"
+	rm -f "$BATS_TEST_TMPDIR/ready"
+	setpriv --reuid 1000 --regid 1000 --clear-groups stereod --listen-mode tcp --listen 127.0.0.1:0 \
+		--root "$R" --allow-disk-secrets --poweroff none --ready-fd 3 \
+		3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
+	STEREOD_PID=$!
+	wait_ready
+	# a non-dumpable process's /proc files belong to root, and its environ is closed to its uid
+	[ "$(stat -c %u "/proc/$STEREOD_PID/status")" = 0 ]
+	run setpriv --reuid 1000 --regid 1000 --clear-groups cat "/proc/$STEREOD_PID/environ"
+	assert_failure
+	assert_output --partial 'Permission denied'
+	run grep '^Max core file size' "/proc/$STEREOD_PID/limits"
+	assert_output --regexp '^Max core file size +0 +0 +bytes'
 }
