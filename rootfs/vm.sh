@@ -20,7 +20,9 @@
 # Environment: STEREO_ACCEL=tcg|kvm forces the accelerator; STEREO_VM_BIOS=qboot (default
 # when installed)|seabios|FILE the firmware; KDIR the kernel cache; STEREO_VM_CID (default 3)
 # the guest CID when /dev/vhost-vsock exists. STEREO_VM_TSC_KHZ: microvm under TCG only, the
-# guest's TSC frequency (default: the host's, from /proc/cpuinfo).
+# guest's TSC frequency (default: the host's, from /proc/cpuinfo). STEREO_VM_MICROVM_ACPI=off:
+# microvm without ACPI; QEMU then announces the devices as virtio_mmio.device= words instead
+# (for kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES; Debian's has not).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 image=$top/build/rootfs/initramfs.cpio.zst
@@ -104,7 +106,7 @@ q35)
 	qmachine=q35 devsuffix=pci romfile=",romfile="
 	;;
 microvm)
-	qmachine=microvm,acpi=on devsuffix=device romfile=""
+	qmachine=microvm,acpi=${STEREO_VM_MICROVM_ACPI:-on} devsuffix=device romfile=""
 	[ -z "${STEREO_VM_BIOS:-}" ] && bios=""
 	if [ "$accel" = tcg ]; then
 		tsc=${STEREO_VM_TSC_KHZ:-}
