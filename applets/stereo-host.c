@@ -450,8 +450,8 @@ static int cmd_wait_ready(int argc, char **argv)
 			snprintf(last, sizeof last, "state %s", state);
 		} else {
 			snprintf(last, sizeof last, "%s", err);
-			/* a guest that is not there yet is retried; a socket we may not use is not */
-			if (c.why == HOSTADDR_ERROR) {
+			/* a guest that is not there yet is retried; a socket path we cannot use is not */
+			if (c.why == HOSTADDR_ERROR && o.addr.kind == HOSTADDR_UDS) {
 				conn_close(&c);
 				o.timeout_ms = saved_timeout;
 				return host_fail(EXIT_CONN, "wait-ready", err);

@@ -182,9 +182,9 @@ int hostaddr_connect(const struct hostaddr *a, int timeout_ms, enum hostaddr_fai
 	}
 	if (fd < 0) {
 		int e = errno;
-		*why = to ? HOSTADDR_TIMEOUT
-			  : e == ENOENT || e == ECONNREFUSED || e == ECONNRESET ? HOSTADDR_NOT_YET
-										  : HOSTADDR_ERROR;
+		bool not_yet = e == ENOENT || e == ECONNREFUSED || e == ECONNRESET || e == ENETUNREACH ||
+			       e == EHOSTUNREACH || e == ETIMEDOUT;
+		*why = to ? HOSTADDR_TIMEOUT : not_yet ? HOSTADDR_NOT_YET : HOSTADDR_ERROR;
 		return -1;
 	}
 	if (a->kind != HOSTADDR_UDS)

@@ -32,8 +32,8 @@ int hostaddr_parse_url(struct hostaddr *a, const char *s, unsigned def_port, cha
 void hostaddr_str(const struct hostaddr *a, char *out, size_t n);
 
 /* Why a connection failed. HOSTADDR_NOT_YET: the guest (or its VMM) is not there or not
- * listening yet (a missing socket, ECONNREFUSED, a hybrid vsock answer other than OK, EOF
- * before the answer): worth retrying while a guest boots. HOSTADDR_TIMEOUT: connect or the
+ * listening yet (a missing socket, ECONNREFUSED, unreachable, a hybrid vsock answer other
+ * than OK, EOF before the answer): worth retrying while a guest boots. HOSTADDR_TIMEOUT: connect or the
  * answer timed out. HOSTADDR_ERROR: anything else (permissions, not a socket...). */
 enum hostaddr_fail { HOSTADDR_NOT_YET = 1, HOSTADDR_TIMEOUT, HOSTADDR_ERROR };
 
