@@ -414,6 +414,7 @@ static int cmd_wait_ready(int argc, char **argv)
 	int64_t deadline = now_ms() + o.wait_ms;
 	struct conn c = {.fd = -1};
 	char err[ERRBUF] = "", last[ERRBUF] = "no answer yet";
+	bool have_last = false;
 	int saved_timeout = o.timeout_ms;
 	/* One attempt waits at most max(1 s, 2 x interval): a forwarder that accepts before the
 	 * guest listens (QEMU user networking) would otherwise cost a whole request timeout. */
@@ -448,8 +449,12 @@ static int cmd_wait_ready(int argc, char **argv)
 				return host_fail(EXIT_FAIL, "wait-ready", "the guest is shutting down");
 			}
 			snprintf(last, sizeof last, "state %s", state);
+			have_last = true;
 		} else {
-			snprintf(last, sizeof last, "%s", err);
+			/* an attempt the deadline cut short says less than the one before it did */
+			if (!have_last || now_ms() < deadline)
+				snprintf(last, sizeof last, "%s", err);
+			have_last = true;
 			/* a guest that is not there yet is retried; a socket path we cannot use is not */
 			if (c.why == HOSTADDR_ERROR && o.addr.kind == HOSTADDR_UDS) {
 				conn_close(&c);
