@@ -1,6 +1,7 @@
 /* stereo-host.c - the host-side client of stereod: one NDJSON request per subcommand over
- * AF_VSOCK, TCP or hybrid vsock (common/hostaddr.c), replies matched by "id" when the daemon supports it, lifecycle pushes
- * skipped (or printed, by `events`). Mirrors the Go host client (seed 001) on the wire.
+ * AF_VSOCK, TCP or hybrid vsock (common/hostaddr.c), replies matched by "id" when the daemon
+ * supports it, lifecycle pushes skipped (or printed, by `events`). Mirrors the Go host client
+ * (seed 001) on the wire.
  *
  * Spec: shared/spec/protocol.md §1-4 and §8; design.md (exit codes, --json)
  */

@@ -85,7 +85,8 @@ int hostaddr_parse_url(struct hostaddr *a, const char *s, unsigned def_port, cha
 		return hostaddr_parse_tcp(a, s + 6, err);
 	if (!strncmp(s, "unix://", 7))
 		return hostaddr_parse_uds(a, s + 7, def_port, err);
-	return errf(err, "bad address '%s' (want vsock://CID:PORT, tcp://HOST:PORT or unix://PATH:PORT)", s);
+	return errf(err, "bad address '%s' (want vsock://CID:PORT, tcp://HOST:PORT or unix://PATH:PORT)",
+		    s);
 }
 
 void hostaddr_str(const struct hostaddr *a, char *out, size_t n)

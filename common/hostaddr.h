@@ -39,5 +39,6 @@ enum hostaddr_fail { HOSTADDR_NOT_YET = 1, HOSTADDR_TIMEOUT, HOSTADDR_ERROR };
 
 /* Connect within timeout_ms; for uds, do the exchange too. Returns a blocking fd ready for
  * the guest's byte stream, or -1 with err (a line the VMM sent is quoted, escaped) and *why. */
-int hostaddr_connect(const struct hostaddr *a, int timeout_ms, enum hostaddr_fail *why, char *err);
+int hostaddr_connect(const struct hostaddr *a, int timeout_ms, enum hostaddr_fail *why,
+		     char *err);
 #endif

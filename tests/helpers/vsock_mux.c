@@ -128,7 +128,8 @@ static _Noreturn void serve(int c, int mode)
 	if (g < 0)
 		_exit(0);   /* the guest does not listen (yet) */
 	if (mode == DELAY_OK) {
-		struct timespec ts = {.tv_sec = cfg.delay_ms / 1000, .tv_nsec = (cfg.delay_ms % 1000) * 1000000};
+		struct timespec ts = {.tv_sec = cfg.delay_ms / 1000,
+				      .tv_nsec = (cfg.delay_ms % 1000) * 1000000};
 		while (nanosleep(&ts, &ts) && errno == EINTR)
 			;
 	}
