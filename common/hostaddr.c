@@ -37,7 +37,7 @@ int hostaddr_parse_vsock(struct hostaddr *a, const char *s, unsigned def_port, c
 	unsigned cid, port = def_port;
 	if (parse_u32(s, cl, &cid) || (colon && parse_u32(colon + 1, strlen(colon + 1), &port)))
 		return errf(err, "bad vsock address '%s' (want CID or CID:PORT)", s);
-	*a = (struct hostaddr){.kind = HOSTADDR_VSOCK, .cid = cid, .port = port};
+	*a = (struct hostaddr){.kind = HOSTADDR_VSOCK, .cid = cid, .port = port, .port_given = colon != NULL};
 	return 0;
 }
 
@@ -61,17 +61,19 @@ int hostaddr_parse_uds(struct hostaddr *a, const char *s, unsigned def_port, cha
 	const char *colon = strrchr(s, ':');
 	unsigned port = def_port;
 	size_t pl = strlen(s);
+	bool given = false;
 	if (colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
 		if (parse_u32(colon + 1, strlen(colon + 1), &port))
 			return errf(err, "bad port in hybrid vsock address '%s'", s);
 		pl = (size_t)(colon - s);
+		given = true;
 	}
 	if (!pl)
 		return errf(err, "bad hybrid vsock address '%s' (want PATH or PATH:PORT)", s);
 	if (pl >= sizeof a->path)
 		return errf(err, "socket path in '%s' is too long (at most %zu bytes)", s,
 			    sizeof a->path - 1);
-	*a = (struct hostaddr){.kind = HOSTADDR_UDS, .port = port};
+	*a = (struct hostaddr){.kind = HOSTADDR_UDS, .port = port, .port_given = given};
 	memcpy(a->path, s, pl);
 	a->path[pl] = 0;
 	return 0;

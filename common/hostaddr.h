@@ -14,6 +14,7 @@ enum hostaddr_kind { HOSTADDR_VSOCK, HOSTADDR_TCP, HOSTADDR_UDS };
 struct hostaddr {
 	enum hostaddr_kind kind;
 	unsigned cid, port;   /* vsock: CID and port; uds: the guest's vsock port */
+	bool port_given;      /* vsock, uds: the address named the port (else: the default) */
 	char tcp[300];        /* HOST:PORT */
 	char path[108];       /* uds: the VMM's socket (sun_path's size) */
 };
@@ -21,7 +22,9 @@ struct hostaddr {
 /* The hybrid vsock answer must come within this (or the connect timeout, when shorter). */
 #define HOSTADDR_OK_TIMEOUT_MS 2000
 
-/* "CID" or "CID:PORT"; "HOST:PORT"; "PATH" or "PATH:PORT". PORT defaults to def_port.
+/* "CID" or "CID:PORT"; "HOST:PORT"; "PATH" or "PATH:PORT". PORT defaults to def_port. A
+ * command that talks to another guest service keeps a named port and replaces a default one:
+ * `if (a.kind != HOSTADDR_TCP && !a.port_given) a.port = 5555;`
  * Return 0, or -1 with a message in err (ERRBUF); *a is unchanged on error. */
 int hostaddr_parse_vsock(struct hostaddr *a, const char *s, unsigned def_port, char *err);
 int hostaddr_parse_tcp(struct hostaddr *a, const char *s, char *err);
