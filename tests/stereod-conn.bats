@@ -76,7 +76,7 @@ secret_req() {
 	assert_output '{"type":"pong"}'
 	grep -q 'msg="listen mode from the kernel command line" mode=tcp' "$LOG"
 	echo "stereod.listen=udp" >"$BATS_TEST_TMPDIR/cmdline"
-	run stereod --root "$R/x" --allow-disk-secrets --kernel-cmdline "$BATS_TEST_TMPDIR/cmdline"
+	run timeout 20 stereod --root "$R/x" --allow-disk-secrets --kernel-cmdline "$BATS_TEST_TMPDIR/cmdline"
 	assert_failure 1
 	assert_output --partial "stereod.listen="
 }
@@ -299,7 +299,7 @@ PY
 	assert_output '{"type":"ack","payload":{"reply_to":"inject_secret","ok":true}}'
 	grep -qF 'msg="secret written" name="a\" b=c" mode=0600' "$LOG"
 	run "$STEREO_T/unit" log-kv $'x\e[31my\nz'
-	assert_output 'level=info msg="unit" name="x\x1b[31my\nz" quoted="x\x1b[31my\nz" n=7'
+	assert_output 'level=info msg="unit" name="x\x1b[31my\nz" quoted="x\x1b[31my\nz" pair="x y: x\x1b[31my\nz" n=7'
 }
 
 @test "a 1 MB agents body from agentd still gives a health line of at most 1 MiB" {
@@ -326,4 +326,87 @@ print(json.dumps(agents))' >"$A/agents"
 	[ "$(jq -r '.payload.agents[0].name | length' "$BATS_TEST_TMPDIR/health")" -le 256 ]
 	run ipc GET /v1/agents
 	[ "${#output}" -le 1048576 ]
+}
+
+# rss_kb PID: resident set size in kB
+rss_kb() {
+	awk '/^VmRSS/ {print $2}' "/proc/$1/status"
+}
+
+@test "1,000 NDJSON clients that send requests and never read: RSS stays under 64 MiB" {
+	start_stereod
+	run python3 - "$ADDR" <<'PY'
+import socket, sys, time
+h, p = sys.argv[1].rsplit(":", 1)
+req = b'{"type":"get_health"}\n' * 20000          # 440 KB of requests per client
+socks = []
+for i in range(1000):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # replies pile up in stereod
+    s.connect((h, int(p)))
+    s.setblocking(False)
+    socks.append([s, 0])
+for rnd in range(40):                         # as much as each socket takes; never read
+    progress = 0
+    for e in socks:
+        if e[1] >= len(req):
+            continue
+        try:
+            k = e[0].send(req[e[1]:e[1] + 65536])
+            e[1] += k
+            progress += k
+        except (BlockingIOError, ConnectionResetError, BrokenPipeError):
+            pass
+    if not progress:
+        time.sleep(0.05)
+open("/dev/fd/3", "w").write("sent %d MB\n" % (sum(e[1] for e in socks) >> 20))
+PY
+	assert_success
+	local kb
+	kb=$(rss_kb "$STEREOD_PID")
+	echo "stereod RSS with 1,000 non-reading clients: $kb kB" >&3
+	[ "$kb" -lt $((64 * 1024)) ]
+	run nd --timeout 5000 <<<'{"type":"ping"}'
+	assert_output '{"type":"pong"}'
+}
+
+@test "IPC: 300 clients each holding a 1 MB unfinished body stay within the input budget" {
+	start_stereod
+	run python3 - "$SOCK" <<'PY'
+import socket, sys, time
+body = b"x" * 1000000
+data = b"POST /v1/secrets HTTP/1.1\r\nHost: x\r\nContent-Length: 1040000\r\n\r\n" + body
+socks = []
+for i in range(300):
+    s = socket.socket(socket.AF_UNIX)
+    for attempt in range(3000):
+        try:
+            s.connect(sys.argv[1])
+            break
+        except BlockingIOError:
+            time.sleep(0.01)
+    s.setblocking(False)
+    socks.append([s, 0])
+for rnd in range(60):
+    progress = 0
+    for e in socks:
+        if e[1] >= len(data):
+            continue
+        try:
+            k = e[0].send(data[e[1]:e[1] + 262144])
+            e[1] += k
+            progress += k
+        except (BlockingIOError, ConnectionResetError, BrokenPipeError):
+            pass
+    if not progress:
+        time.sleep(0.05)
+PY
+	assert_success
+	local kb
+	kb=$(rss_kb "$STEREOD_PID")
+	echo "stereod RSS with 300 x 1 MB unfinished IPC bodies: $kb kB" >&3
+	[ "$kb" -lt $((64 * 1024)) ]
+	grep -q 'refusing an unfinished request: input budget exceeded" server=ipc' "$LOG"
+	run ipc GET /v1/ping
+	assert_output '200 {"status":"ok"}'
 }
