@@ -86,6 +86,8 @@ static void reap(struct loop *l, void *ctx)
 	while (p->dead) {
 		struct conn *c = p->dead;
 		p->dead = c->next_dead;
+		buf_wipe(&c->in);
+		buf_free(&c->out);
 		free(c);
 	}
 }
@@ -153,10 +155,14 @@ void conn_close(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nconns--;
-	buf_wipe(&c->in);     /* requests may hold secrets */
-	buf_free(&c->out);
-	c->off = 0;
-	account(c);
+	p->in -= c->counted_in;
+	p->out -= c->counted_out;
+	c->counted_in = c->counted_out = 0;
+	if (!c->dispatching) {   /* else the handler still holds its line: reap() frees */
+		buf_wipe(&c->in);     /* requests may hold secrets */
+		buf_free(&c->out);
+		c->off = 0;
+	}
 	c->next_dead = p->dead;
 	p->dead = c;
 	if (!p->reaper)
@@ -298,12 +304,13 @@ static void dispatch(struct conn *c)
 		char *in = c->in.p ? c->in.p + c->off : p->scratch;
 		in[pending(c)] = 0;   /* buf keeps a spare byte */
 		size_t n = c->s->ops->dispatch(c, in, pending(c), c->peer_eof);
+		if (c->state == CONN_CLOSED)
+			break;   /* closed by its own handler (a push to a subscriber that does not read) */
 		if (!n) {
 			c->want_input = c->state == CONN_OPEN;
 			break;
 		}
-		if (c->state != CONN_CLOSED)
-			consume(c, n);
+		consume(c, n);
 		p->out = p->out - c->counted_out + c->out.len;
 		c->counted_out = c->out.len;
 	}
