@@ -67,7 +67,7 @@ struct conn_pool {
 	size_t in_budget, out_budget, in, out;
 	struct conn *dead;
 	uint64_t reaper;
-	char scratch[READ_CHUNK];
+	char *scratch;              /* READ_CHUNK bytes, allocated at the first read */
 };
 
 /* ---- pool ------------------------------------------------------------------------------ */
@@ -100,6 +100,7 @@ void conn_pool_free(struct conn_pool *p)
 	if (p->reaper)
 		loop_timer_cancel(p->l, p->reaper);
 	reap(p->l, p);
+	free(p->scratch);
 	free(p);
 }
 
@@ -306,7 +307,8 @@ static void dispatch(struct conn *c)
 			c->want_input = true;
 			break;
 		}
-		char *in = c->in.p ? c->in.p + c->off : p->scratch;
+		static char none[1];
+		char *in = c->in.p ? c->in.p + c->off : none;   /* nothing came: an empty request */
 		in[pending(c)] = 0;   /* buf keeps a spare byte */
 		size_t n = c->s->ops->dispatch(c, in, pending(c), c->peer_eof);
 		if (c->state == CONN_CLOSED)
@@ -326,6 +328,8 @@ static void dispatch(struct conn *c)
 static ssize_t read_some(struct conn *c)
 {
 	struct conn_pool *p = c->s->p;
+	if (!p->scratch && !(p->scratch = malloc(READ_CHUNK + 1)))
+		return -ENOMEM;
 	size_t room = c->s->ops->max_request + 1 - pending(c);
 	if (room > READ_CHUNK)
 		room = READ_CHUNK;
@@ -398,7 +402,7 @@ static void drain(struct conn *c)
 {
 	struct conn_pool *p = c->s->p;
 	for (;;) {
-		ssize_t n = recv(c->fd, p->scratch, sizeof p->scratch, 0);
+		ssize_t n = p->scratch ? recv(c->fd, p->scratch, READ_CHUNK, 0) : -1;
 		if (n > 0)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
