@@ -155,9 +155,10 @@ static void format_kv(struct buf *b, const char *fmt, va_list ap)
 			break;
 		}
 		len++;   /* the conversion letter */
+		bool value = p > fmt && p[-1] == '=';   /* an empty value shows as "" only after key= */
 		v.len = 0;
 		format_one(&v, p, len, &aq);
-		if (in_quotes || !needs_quotes(v.p ? v.p : "", v.len)) {
+		if (in_quotes || (!v.len && !value) || !needs_quotes(v.p ? v.p : "", v.len)) {
 			put_escaped(b, v.p ? v.p : "", v.len);
 		} else {
 			buf_putc(b, '"');
