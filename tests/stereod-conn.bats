@@ -349,3 +349,19 @@ flood() {
 	run ipc GET /v1/ping
 	assert_output '200 {"status":"ok"}'
 }
+
+@test "1,000 unfinished lines of 60 KiB each are counted against the input budget" {
+	export ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=4:thread_local_quarantine_size_kb=64"
+	start_stereod
+	hold_conns 1000 tcp "$ADDR" "{\"type\":\"ping\",\"x\":\"$(head -c 61440 /dev/zero | tr '\0' x)" \
+		"$BATS_TEST_TMPDIR/held"
+	# every byte held is read before the budget is judged: wait until stereod has seen them all
+	wait_for grep -q 'input budget exceeded' "$LOG"
+	local kb
+	kb=$(rss_kb "$STEREOD_PID")
+	echo "stereod RSS with 1,000 unfinished 60 KiB lines: $kb kB" >&3
+	# the budget (32 MiB) plus what is read before it is judged; uncounted, this was 128 MB
+	[ "$kb" -lt $((80 * 1024)) ]
+	run nd <<<'{"type":"ping"}'
+	assert_output '{"type":"pong"}'
+}
