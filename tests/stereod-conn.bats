@@ -365,3 +365,27 @@ flood() {
 	run nd <<<'{"type":"ping"}'
 	assert_output '{"type":"pong"}'
 }
+
+@test "IPC: a request left unfinished past --line-timeout gets 408, then EOF" {
+	start_stereod --line-timeout 300ms
+	run timeout 10 python3 - "$SOCK" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(8)
+s.connect(sys.argv[1])
+s.sendall(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/health HTTP/1.1\r\nHo")
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+print(data.decode().replace("\r\n", "|"))
+PY
+	assert_success
+	assert_output --partial 'HTTP/1.1 200 OK|'
+	assert_output --partial '{"status":"ok"}'
+	assert_output --partial 'HTTP/1.1 408 Request Timeout|'
+	assert_output --partial 'Connection: close|'
+	assert_output --partial '{"error":"request not finished in time"}'
+}
