@@ -173,20 +173,7 @@ hold_conns() {
 
 @test "a line left unfinished past --line-timeout gets the error ack, then EOF" {
 	start_stereod --line-timeout 300ms
-	run timeout 10 python3 - "$ADDR" <<'PY'
-import socket, sys
-h, p = sys.argv[1].rsplit(":", 1)
-s = socket.create_connection((h, int(p)), timeout=8)
-s.sendall(b'{"type":"ping"}\n{"type":"pi')
-data = b""
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    data += d
-print(data.decode(), end="")
-print("EOF")
-PY
+	run timeout 10 python3 "$STEREO_TOP/tests/helpers/clients.py" talk tcp "$ADDR" '{"type":"ping"}\n{"type":"pi'
 	assert_success
 	assert_line -n 0 '{"type":"pong"}'
 	assert_line -n 1 '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"line not finished in time"}}'
@@ -204,28 +191,14 @@ PY
 
 @test "IPC: a request followed at once by a half-close is run and answered (20 tries)" {
 	start_stereod
-	run python3 - "$SOCK" <<'PY'
-import socket, sys
-ok = 0
-for i in range(20):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(10)
-    s.connect(sys.argv[1])
-    s.sendall(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
-    s.shutdown(socket.SHUT_WR)
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
-    s.close()
-    if data.startswith(b"HTTP/1.1 200 ") and data.endswith(b'{"status":"ok"}\n'):
-        ok += 1
-print(ok)
-PY
-	assert_success
-	assert_output 20
+	local i
+	for i in $(seq 1 20); do
+		run timeout 10 python3 "$STEREO_TOP/tests/helpers/clients.py" talk unix "$SOCK" \
+			'GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n' half-close
+		assert_success
+		assert_line 'HTTP/1.1 200 OK|Content-Type: application/json|Content-Length: 16||{"status":"ok"}'
+		assert_line 'EOF'
+	done
 }
 
 @test "IPC: 1,030 slow connections do not lock out a new IPC client" {
@@ -368,24 +341,13 @@ flood() {
 
 @test "IPC: a request left unfinished past --line-timeout gets 408, then EOF" {
 	start_stereod --line-timeout 300ms
-	run timeout 10 python3 - "$SOCK" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(8)
-s.connect(sys.argv[1])
-s.sendall(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/health HTTP/1.1\r\nHo")
-data = b""
-while True:
-    d = s.recv(65536)
-    if not d:
-        break
-    data += d
-print(data.decode().replace("\r\n", "|"))
-PY
+	run timeout 10 python3 "$STEREO_TOP/tests/helpers/clients.py" talk unix "$SOCK" \
+		'GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/health HTTP/1.1\r\nHo'
 	assert_success
 	assert_output --partial 'HTTP/1.1 200 OK|'
 	assert_output --partial '{"status":"ok"}'
 	assert_output --partial 'HTTP/1.1 408 Request Timeout|'
 	assert_output --partial 'Connection: close|'
 	assert_output --partial '{"error":"request not finished in time"}'
+	assert_line 'EOF'
 }

@@ -7,6 +7,9 @@
       1,000 clients each write 440 KB of get_health requests and never read
   clients.py flood ipc SOCKET
       300 clients each write a request whose 1 MB body never completes
+  clients.py talk tcp|unix TARGET DATA [half-close]
+      send DATA (Python escapes: \\n, \\r) (then shut the writing side), print what comes
+      back until EOF ("\\r\\n" as "|"), then "EOF"
 
 A flood writes on non-blocking sockets until no socket takes more, prints "sent N MB".
 """
@@ -71,8 +74,26 @@ def flood(kind, target):
     print("sent %d MB" % (sum(sent) >> 20))
 
 
+def talk(kind, target, data, half_close=False):
+    s = connect(kind, target)
+    s.settimeout(8)
+    s.sendall(data.encode().decode("unicode_escape").encode("latin-1"))
+    if half_close:
+        s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    print(got.decode().replace("\r\n", "|"), end="")
+    print("EOF")
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "hold":
+    if sys.argv[1] == "talk":
+        talk(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:] == ["half-close"])
+    elif sys.argv[1] == "hold":
         hold(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])
     else:
         flood(sys.argv[2], sys.argv[3])
