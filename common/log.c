@@ -130,14 +130,17 @@ static void format_one(struct buf *v, const char *spec, size_t len, va_list *ap)
 /* The key=value part: every value a conversion produced is escaped, and quoted when it
  * holds a space, a quote, a backslash, '=' or a control byte (or is empty), so a value from a
  * peer (a secret's name, a path) can never forge another field or another line. A value the
- * format already quotes ("%s" between quotes) is escaped only. */
+ * format already quotes (a conversion inside "...") is escaped only. */
 static void format_kv(struct buf *b, const char *fmt, va_list ap)
 {
 	va_list aq;
 	va_copy(aq, ap);
 	struct buf v = {0};
+	bool in_quotes = false;   /* inside a "..." of the format itself */
 	for (const char *p = fmt; *p;) {
 		if (*p != '%') {
+			if (*p == '"')
+				in_quotes = !in_quotes;
 			buf_putc(b, *p++);
 			continue;
 		}
@@ -152,10 +155,10 @@ static void format_kv(struct buf *b, const char *fmt, va_list ap)
 			break;
 		}
 		len++;   /* the conversion letter */
-		bool quoted = p > fmt && p[-1] == '"' && p[len] == '"';
+		bool value = p > fmt && p[-1] == '=';   /* an empty value shows as "" only after key= */
 		v.len = 0;
 		format_one(&v, p, len, &aq);
-		if (quoted || !needs_quotes(v.p ? v.p : "", v.len)) {
+		if (in_quotes || (!v.len && !value) || !needs_quotes(v.p ? v.p : "", v.len)) {
 			put_escaped(b, v.p ? v.p : "", v.len);
 		} else {
 			buf_putc(b, '"');

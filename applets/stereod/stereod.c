@@ -14,7 +14,8 @@ config STEREOD
 	help
 	  usage: stereod [--listen-mode auto|vsock|tcp] [--listen HOST:PORT] [--vsock-port N]
 	                 [--allow-cid N,...] [--allow-local-peers] [--allow-from CIDR,...]
-	                 [--line-timeout DUR] [--kernel-cmdline FILE] [--root DIR] [--socket PATH] [--agentd-socket PATH] [--run-dir DIR]
+	                 [--line-timeout DUR] [--kernel-cmdline FILE]
+	                 [--root DIR] [--socket PATH] [--agentd-socket PATH] [--run-dir DIR]
 	                 [--secrets-dir DIR] [--config-dir DIR] [--passwd FILE] [--group FILE]
 	                 [--poll-interval DUR] [--allow-disk-secrets]
 	                 [--poweroff auto|init|systemd|cmd|none] [--poweroff-cmd CMD]

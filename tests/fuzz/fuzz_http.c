@@ -1,4 +1,5 @@
-/* fuzz_http.c - libFuzzer target: request and response parsers and the chunked decoder.
+/* fuzz_http.c - libFuzzer target: request and response parsers, the resumable head search
+ * (fed in two pieces it must agree with one call) and the chunked decoder.
  * The input is copied to an exact-size heap block so ASan catches any over-read. */
 #include "common/stereo.h"
 
@@ -13,6 +14,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			__builtin_trap();
 		http_header(&m, "content-type");
 	}
+	size_t scanned = 0, whole_scan = 0;
+	long once = http_head_end(p, size, &whole_scan);
+	long first = http_head_end(p, size / 2, &scanned);
+	long resumed = first > 0 ? first : http_head_end(p, size, &scanned);
+	if (once != resumed || (once > 0 && (size_t)once > size))
+		__builtin_trap();
 	r = http_parse_response(p, size, &m);
 	struct buf out = {0};
 	if (r > 0 && m.chunked)

@@ -152,7 +152,8 @@ int main(int argc, char **argv)
 			       ? "allowed" : "refused");
 		}
 	} else if (!strcmp(cmd, "log-kv")) {        /* VALUE: how log.c writes name=VALUE */
-		log_info("unit", "name=%s quoted=\"%s\" n=%d", argv[2], argv[2], 7);
+		log_info("unit", "name=%s quoted=\"%s\" pair=\"%s: %s\" n=%d", argv[2], argv[2], "x y",
+			 argv[2], 7);
 	} else if (!strcmp(cmd, "ndjson")) {        /* stdin, CAP -> one line per frame */
 		struct ndjson n;
 		ndjson_init(&n, strtoul(argv[2], NULL, 0));
