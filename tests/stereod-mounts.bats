@@ -131,7 +131,7 @@ mountinfo_of() {
 
 # start_private [ARGS...]: the daemon in its own mount namespace (real mount(2), no helper)
 start_private() {
-	unshare -m --propagation private stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" \
+	unshare -m --propagation private stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$R" \
 		--allow-disk-secrets --poweroff none --ready-fd 3 "$@" 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!
 	wait_ready

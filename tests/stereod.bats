@@ -543,7 +543,7 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 	grep -v '^admin:' "$BATS_TEST_TMPDIR/root/etc/group" >"$R/etc/group"   # no chgrp as non-root
 	chown -R 1000:1000 "$R"
 	rm -f "$BATS_TEST_TMPDIR/ready"
-	setpriv --reuid 1000 --regid 1000 --clear-groups stereod --listen-mode tcp --listen 127.0.0.1:0 \
+	setpriv --reuid 1000 --regid 1000 --clear-groups stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 \
 		--root "$R" --allow-disk-secrets --poweroff none --ready-fd 3 \
 		3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!
