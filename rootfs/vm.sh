@@ -14,6 +14,12 @@
 #   --serial  file for the guest console (default: this terminal)
 #   --append  more kernel command line
 #   --pidfile QEMU writes its PID there (for scripts that must kill it)
+# Snapshot and clone (tests/e2e-clone.bats, tests/bench/clone.sh; docs/snapshot.md):
+#   --qmp SOCK        a QMP unix socket (server, no wait)
+#   --vmgenid GUID    a vmgenid device with this GUID ("auto": a new one per QEMU start)
+#   --mac MAC         the NIC's MAC address
+#   --fwd PORT:IP     one more forward, 127.0.0.1:PORT to the guest address IP, port 1024
+#   --incoming URI    start from a migration stream (QEMU comes up paused: QMP cont)
 # Environment: STEREO_ACCEL=tcg|kvm forces the accelerator; STEREO_VM_BIOS=qboot (default
 # when installed)|seabios|FILE the firmware; KDIR the kernel cache; STEREO_VM_CID (default 3)
 # the guest CID when /dev/vhost-vsock exists.
@@ -21,6 +27,7 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 image=$top/build/rootfs/initramfs.cpio.zst
 port="" share=$top/build/vm/share tag=share serial="" append="" mem=256 pidfile=""
+qmp="" vmgenid="" mac="" fwd="" incoming=""
 usage() {
 	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB] [--pidfile FILE]" >&2
 	exit 2
@@ -36,6 +43,12 @@ while [ $# -gt 0 ]; do
 	--append) append=$2 ;;
 	--mem) mem=$2 ;;
 	--pidfile) pidfile=$2 ;;
+	# snapshot and clone
+	--qmp) qmp=$2 ;;
+	--vmgenid) vmgenid=$2 ;;
+	--mac) mac=$2 ;;
+	--fwd) fwd=$2 ;;
+	--incoming) incoming=$2 ;;
 	*) usage ;;
 	esac
 	shift 2
@@ -102,12 +115,32 @@ else
 fi
 extra=""
 [ -n "$pidfile" ] && extra="-pidfile $pidfile"
+# ---- snapshot and clone -------------------------------------------------------------------
+# A clone's devices must match the source's: every option here changes a property, never the
+# set of devices, except --vmgenid, which the source and its clones must all have.
+hostfwd="hostfwd=tcp:127.0.0.1:$port-:1024"
+nic=virtio-net-pci,netdev=n0,romfile=
+set --
+if [ -n "$fwd" ]; then
+	case $fwd in *:*.*.*.*) ;; *) fail "--fwd wants PORT:IPV4, not $fwd" ;; esac
+	hostfwd="$hostfwd,hostfwd=tcp:127.0.0.1:${fwd%%:*}-${fwd#*:}:1024"
+fi
+[ -n "$mac" ] && nic="$nic,mac=$mac"
+[ -n "$qmp" ] && set -- "$@" -qmp "unix:$qmp,server=on,wait=off"
+if [ -n "$vmgenid" ]; then
+	# qboot cannot place the vmgenid buffer (QEMU's ACPI linker/loader commands): with it the
+	# guest hangs before its first console line. SeaBIOS can.
+	[ -z "${STEREO_VM_BIOS:-}" ] && bios=""
+	set -- "$@" -device "vmgenid,guid=$vmgenid"
+fi
+[ -n "$incoming" ] && set -- "$@" -incoming "$incoming"
+# ---------------------------------------------------------------------------------------------
 # shellcheck disable=SC2086 # cpu, vsock, console and extra are lists of words on purpose
 exec qemu-system-x86_64 -machine q35 -accel "$accel" $cpu $bios -m "$mem" -smp 1 \
 	-nodefaults -no-reboot -display none $console \
 	-kernel "$kdir/vmlinux" -initrd "$image" -append "$cmdline" \
-	-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:1024" \
-	-device virtio-net-pci,netdev=n0,romfile= \
+	-netdev "user,id=n0,restrict=on,$hostfwd" \
+	-device "$nic" \
 	-fsdev "local,id=fs0,path=$qshare,security_model=none" \
 	-device "virtio-9p-pci,fsdev=fs0,mount_tag=$tag" \
-	$vsock $extra
+	$vsock $extra "$@"
