@@ -10,7 +10,11 @@
  * connections of the control port and the kernel's random/vmgenid log lines, so a clone's
  * identity, entropy and time can be checked from the host.
  *
- * usage: e2e-probe DIR
+ * Linked as a freeze hook (/etc/stereos/hooks/freeze.d/50-e2e), it appends "hook_freeze" or
+ * "hook_thaw" with CLOCK_REALTIME and 16 urandom bytes to /run/e2e-hooks, which the identity
+ * report copies: what a hook run by a restore sees of the time and the RNG.
+ *
+ * usage: e2e-probe DIR | e2e-probe freeze|thaw
  * It waits on /proc/self/mountinfo (POLLPRI fires on every mount table change), so it holds
  * no file open inside DIR and never delays the unmount at shutdown.
  */
@@ -241,6 +245,11 @@ static void identity(void)
 	}
 	if (fd >= 0)
 		close(fd);
+	FILE *h = fopen("/run/e2e-hooks", "re");
+	while (h && fgets(l, sizeof l, h))
+		fputs(l, m);
+	if (h)
+		fclose(h);
 	fclose(m);
 	int rc = put("identity", text, tlen, 0644);
 	free(text);
@@ -298,8 +307,29 @@ static void report(void)
 		say("report written to %s", dir);
 }
 
+/* As a freeze hook: one line into /run/e2e-hooks. */
+static int hook(const char *phase)
+{
+	unsigned char rnd[16];
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	long long now = clock_ns(CLOCK_REALTIME);
+	if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd)
+		return 1;
+	close(fd);
+	FILE *f = fopen("/run/e2e-hooks", "ae");
+	if (!f)
+		return 1;
+	fprintf(f, "hook_%s %lld ", phase, now);
+	for (size_t i = 0; i < sizeof rnd; i++)
+		fprintf(f, "%02x", rnd[i]);
+	fputc('\n', f);
+	return fclose(f) ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 2 && (!strcmp(argv[1], "freeze") || !strcmp(argv[1], "thaw")))
+		return hook(argv[1]);
 	if (argc != 2 || argv[1][0] != '/') {
 		fprintf(stderr, "usage: e2e-probe DIR\n");
 		return 2;

@@ -62,17 +62,25 @@ setup_file() {
 	boot 0 --vmgenid auto
 	host 0 --timeout 500ms wait-ready --interval 20ms --timeout 120s >/dev/null ||
 		{ tr -d '\r' < "$C/serial.0.log" | tail -30 >&2; return 1; }
+	# two connections held across the snapshot: a plain one (its port in held.port) and a
+	# lifecycle subscriber (held.sub); the guest sees QEMU's forwarder as 10.0.2.2:PORT
 	/usr/bin/python3 -c '
 import socket, sys, time
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.sendall(b"{\"type\":\"ping\",\"id\":1}\n")
-if b"pong" not in s.recv(4096):
-    sys.exit(1)
-print(s.getsockname()[1], flush=True)
-time.sleep(900)' "$(cat "$C/port.0")" >"$C/held.port" 2>"$C/held.err" </dev/null 3>&- &
+port = int(sys.argv[1])
+held = []
+for msg, want in ((b"ping", b"pong"), (b"subscribe", b"ack")):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"{\"type\":\"" + msg + b"\",\"id\":1}\n")
+    if want not in s.recv(4096):
+        sys.exit(1)
+    held.append(s)
+print(held[0].getsockname()[1], held[1].getsockname()[1], flush=True)
+time.sleep(900)' "$(cat "$C/port.0")" >"$C/held.ports" 2>"$C/held.err" </dev/null 3>&- &
 	echo $! > "$C/held.pid"
-	for _ in $(seq 1 400); do [ -s "$C/held.port" ] && break; sleep 0.05; done
-	[ -s "$C/held.port" ] || { cat "$C/held.err" >&2; return 1; }
+	for _ in $(seq 1 400); do [ -s "$C/held.ports" ] && break; sleep 0.05; done
+	[ -s "$C/held.ports" ] || { cat "$C/held.err" >&2; return 1; }
+	cut -d' ' -f1 "$C/held.ports" > "$C/held.port"
+	cut -d' ' -f2 "$C/held.ports" > "$C/held.sub"
 
 	host 0 snapshot-prepare > "$C/prepare.out" 2>&1 || { cat "$C/prepare.out" >&2; return 1; }
 	qmp "$C/qmp.0.sock" stop "migrate={\"uri\":\"exec:cat > $C/snapshot\"}" wait-migrate quit \
@@ -132,9 +140,13 @@ EOF
 	# the request comes in to 10.0.2.15 through QEMU's first forward: that address stays in
 	# the list, or the ack would have no address to leave from; the second forward reaches
 	# only the new one
+	ns_now > "$C/t_restore_before.$n"
 	host "$n" restored --generation "$((100 + n))" --hostname "clone-$n" \
 		--machine-id "$(printf '%032x' "$((0xc10e0000 + n))")" --network "$C/net.$n.json" \
 		> "$C/restored.$n" 2>&1
+	local rc=$?
+	ns_now > "$C/t_restore_after.$n"
+	return $rc
 }
 
 # probe N: mount clone N's share and wait for its report; the host's clock around it
@@ -149,6 +161,7 @@ probe() {
 
 @test "the source migrates into a file after snapshot-prepare, and every clone comes up from it" {
 	assert_file_contains "$C/prepare.out" '^ok   sync$'
+	assert_file_contains "$C/prepare.out" '^ok   freeze_hook 50-e2e exit_code=0$'
 	assert_file_contains "$C/migrate.out" '"status": "completed"'
 	local size n
 	size=$(wc -c < "$C/snapshot")
@@ -175,6 +188,7 @@ probe() {
 	[ "$(value addr "$C/identity.$n")" = 10.0.2.15/24 ]
 	# the connection opened before the snapshot is still open in the guest
 	assert_file_contains "$C/identity.$n" "^tcp 01 10.0.2.2:$(cat "$C/held.port")\$"
+	assert_file_contains "$C/identity.$n" "^tcp 01 10.0.2.2:$(cat "$C/held.sub")\$"
 	# stereod noticed nothing: no restore, generation 0
 	run host "$n" metrics --json
 	assert_success
@@ -192,7 +206,8 @@ probe() {
 	for n in $(seq 1 $((NCLONES - 1))); do
 		restore "$n" || { cat "$C/restored.$n" >&2; false; }
 		run cat "$C/restored.$n"
-		assert_line --regexp '^ok +thaw'
+		assert_line --regexp '^ok +thaw thawed=\[\]$'
+		assert_line --regexp '^ok +thaw_hook 50-e2e exit_code=0$'
 		assert_line --regexp '^ok +clock skew_ms=-?[0-9]+ stepped=true$'
 		assert_line --regexp '^ok +entropy bytes=64 reseeded=true'
 		assert_line --regexp "^ok +generation generation=$((100 + n)) previous=0\$"
@@ -259,9 +274,26 @@ probe() {
 }
 
 @test "connections opened before the snapshot are gone from every restored clone" {
-	local n port
+	local n port sub
 	port=$(cat "$C/held.port")
+	sub=$(cat "$C/held.sub")
 	for n in $(seq 1 $((NCLONES - 1))); do
 		refute grep -q "^tcp 01 10.0.2.2:$port\$" "$C/identity.$n"
+		refute grep -q "^tcp 01 10.0.2.2:$sub\$" "$C/identity.$n"
+	done
+}
+
+@test "the thaw hooks of each restored clone see the host's time" {
+	local n t before after
+	for n in $(seq 1 $((NCLONES - 1))); do
+		run sed -n 's/^hook_thaw \([0-9]*\) .*/\1/p' "$C/identity.$n"
+		assert_success
+		t=$output
+		[ -n "$t" ] || { cat "$C/identity.$n" "$C/restored.$n" >&2; false; }
+		before=$(cat "$C/t_restore_before.$n")
+		after=$(cat "$C/t_restore_after.$n")
+		echo "# clone $n: thaw hook ran $(( (t - before) / 1000000 )) ms after the host sent restored ($(( (after - before) / 1000000 )) ms round trip)" >&3
+		[ "$t" -ge $((before - 100000000)) ]
+		[ "$t" -le $((after + 100000000)) ]
 	done
 }

@@ -116,13 +116,13 @@ subscribe() {
 	refute grep -q 'snapshot watchdog: thawed' "$LOG"
 }
 
-@test "restored thaws what snapshot_prepare froze before anything else" {
+@test "restored steps the clock and reseeds first, then thaws what snapshot_prepare froze, before any write" {
 	start_snap_with_ext4
 	req '{"type":"snapshot_prepare","payload":{"freeze":["/mnt","/mnt/."],"timeout_ms":60000}}'
 	assert_equal "$(jq -c '[.payload.steps[] | select(.step == "freeze") | .ok]' <<<"$reply")" '[true,true]'
 	assert_equal "$(jq -c .payload.frozen <<<"$reply")" '["/mnt"]'
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"\"}}"
-	assert_equal "$(jq -r '.payload.steps[0].step' <<<"$reply")" thaw
+	assert_equal "$(jq -c '[.payload.steps[].step]' <<<"$reply")" '["clock","entropy","thaw","generation","connections"]'
 	assert_equal "$(step thaw | jq -c .thawed)" '["/mnt"]'
 	nsenter -m -t "$STEREOD_PID" sh -c 'echo data >"$0/mnt/file"' "$R"
 }
@@ -237,7 +237,7 @@ subscribe() {
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"AAAA\",\"generation\":5,\"hostname\":\"h\",\"machine_id\":\"0123456789abcdef0123456789abcdef\",\"network\":{\"interface\":\"nosuch0\"}}}"
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" false
 	run jq -c '[.payload.steps[] | {(.step): .ok}] | add' <<<"$reply"
-	assert_output '{"thaw":true,"clock":true,"entropy":false,"generation":true,"hostname":false,"machine_id":false,"network_link":false,"connections":true}'
+	assert_output '{"clock":true,"entropy":false,"thaw":true,"generation":true,"hostname":false,"machine_id":false,"network_link":false,"connections":true}'
 	assert_equal "$(cat "$R/run/stereos/generation")" 5
 	assert_equal "$(nsenter -u -t "$STEREOD_PID" hostname)" h      # sethostname ran though the file failed
 	run jq -r .payload.error <<<"$reply"

@@ -89,7 +89,6 @@ struct snapshot {
 	bool prepared;
 	struct snap_frozen frozen[SNAP_MAX_FREEZE];
 	int nfrozen;
-	bool hooks_ran;                /* freeze hooks ran: thaw runs them with "thaw" */
 	uint64_t watchdog;             /* loop timer id, 0 when none */
 	int backstop;                  /* pidfd of the child that thaws if stereod cannot, or -1 */
 
