@@ -16,7 +16,8 @@
 #   --pidfile QEMU writes its PID there (for scripts that must kill it)
 # Snapshot and clone (tests/e2e-clone.bats, tests/bench/clone.sh; docs/snapshot.md):
 #   --qmp SOCK        a QMP unix socket (server, no wait)
-#   --vmgenid GUID    a vmgenid device with this GUID ("auto": a new one per QEMU start)
+#   --vmgenid GUID    a vmgenid device with this GUID ("auto": a new one per QEMU start);
+#                     also SeaBIOS and, under TCG, -cpu max (see below)
 #   --mac MAC         the NIC's MAC address
 #   --fwd PORT:IP     one more forward, 127.0.0.1:PORT to the guest address IP, port 1024
 #   --incoming URI    start from a migration stream (QEMU comes up paused: QMP cont)
@@ -131,6 +132,10 @@ if [ -n "$vmgenid" ]; then
 	# qboot cannot place the vmgenid buffer (QEMU's ACPI linker/loader commands): with it the
 	# guest hangs before its first console line. SeaBIOS can.
 	[ -z "${STEREO_VM_BIOS:-}" ] && bios=""
+	# The kernel reports a VM fork (docs/snapshot.md) only once its RNG is initialised. KVM's
+	# host CPU has RDRAND and the RNG is ready at boot; TCG's default model has none, and an
+	# idle guest then took minutes. "max" has RDRAND under TCG too.
+	[ -z "$cpu" ] && cpu="-cpu max"
 	set -- "$@" -device "vmgenid,guid=$vmgenid"
 fi
 [ -n "$incoming" ] && set -- "$@" -incoming "$incoming"

@@ -329,6 +329,29 @@ s.sendto(sys.argv[1].replace(",", "\0").encode() + b"\0", (0, 1))' "$1"
 	assert_equal "$(cat "$R/run/stereos/generation")" 1
 }
 
+@test "a detected restore waits for the host's restored, which then runs alone" {
+	echo "0 0" >"$CLOCK"
+	start_snap
+	echo "0 30000000000" >"$CLOCK"                # BOOTTIME moved 30 s past MONOTONIC
+	wait_file "$LOG" 'msg="restore detected, waiting for the host.s restored" source=clock'
+	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"\"}}"
+	assert_equal "$(jq -r .payload.source <<<"$reply")" host
+	grep -q 'msg="detected restore announced by the host" source=clock' "$LOG"
+	req '{"type":"get_metrics"}'
+	assert_equal "$(jq -c '.payload | [.generation, .restores]' <<<"$reply")" '[1,1]'
+}
+
+@test "a VM-fork line written to /dev/kmsg from user space is not taken for the kernel's" {
+	echo "0 0" >"$CLOCK"
+	start_snap
+	# only the kernel's own record counts: user space writes with facility "user"
+	echo "stereo test, user space, to be ignored: crng reseeded due to virtual machine fork" >/dev/kmsg
+	echo "0 30000000000" >"$CLOCK"                # then a restore a detector believes
+	wait_file "$LOG" 'msg="restore detected, recovered"'
+	grep -q 'msg="restore detected, waiting for the host.s restored" source=clock' "$LOG"
+	refute grep -q 'source=kmsg' "$LOG"
+}
+
 @test "get_metrics reports envd's fields with sane values" {
 	start_snap
 	req '{"type":"get_metrics"}'

@@ -272,6 +272,11 @@ enum snap_rc restore_run(struct snapshot *s, struct restore_req *r, const char *
 			 void *keep, struct jw *w, char *err)
 {
 	struct steps st = {.w = w};
+	if (s->detect_timer) {          /* the host announced what a detector saw: run once */
+		loop_timer_cancel(s->loop, s->detect_timer);
+		s->detect_timer = 0;
+		log_info("detected restore announced by the host", "source=%s", s->detect_source);
+	}
 	jw_kstr(w, "source", source);
 	jw_key(w, "steps");
 	jw_arr(w);

@@ -103,6 +103,9 @@ struct snapshot {
 	int64_t base_real_ns;          /* REALTIME - MONOTONIC at the last tick */
 	uint64_t tick;
 	int uevent_fd;
+	uint64_t detect_timer;         /* a detected restore waiting for the host's, 0 when none */
+	char detect_source[16];
+	int kmsg_fd;                   /* /dev/kmsg, for the kernel's "virtual machine fork" line */
 
 	/* metrics: /proc/stat samples of the last two ticks */
 	struct cpu_sample cpu_prev, cpu_last;
