@@ -388,8 +388,8 @@ int snapshot_thaw_all(struct snapshot *s, struct steps *st)
 	s->prepared = false;
 	step_end(st, "thaw", failed ? -1 : 0, why);
 	/* The hooks present now get "thaw", whether or not they were there at the freeze: a
-	 * "hooks ran" flag set at the freeze was found unset here in QEMU guests after a second
-	 * prepare or a few seconds' wait, cause not found (docs/snapshot.md). */
+	 * "hooks ran" flag set at the freeze was found unset here in QEMU guests though the
+	 * freeze hook had run; cause not found (docs/snapshot.md). */
 	if (was_prepared)
 		run_hooks(s, "thaw", HOOK_BUDGET_MS, st);
 	return failed ? -1 : 0;
