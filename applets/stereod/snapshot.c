@@ -41,7 +41,7 @@
 #define TICK_MS 1000
 #define JUMP_NS 2000000000LL            /* a clock jump this big means the VM was restored */
 #define COALESCE_MS 2000                /* detectors firing together report one restore */
-#define DETECT_GRACE_MS 3000            /* a detected restore waits this long for the host's */
+#define DETECT_GRACE_MS 5000            /* a detected restore waits this long for the host's */
 #define BACKSTOP_GRACE_MS 2000          /* the backstop child thaws this long after the watchdog */
 
 /* ---- small shared helpers ----------------------------------------------------------------- */
