@@ -45,6 +45,15 @@ $(error installing Debian packages failed (scripts/deps.sh))
 endif
 endif
 
+# Every other goal that builds (plain `make`, size, asan, helpers...) installs nothing but says in
+# one line what is missing, instead of failing later inside kconfiglib or the compiler.
+ifeq ($(filter test test-asan run bench fuzz test-fuzz rootfs vm deps clean distclean,$(MAKECMDGOALS)),)
+DEPS_CHECK := $(shell sh scripts/deps.sh --check >&2; echo $$?)
+ifneq ($(DEPS_CHECK),0)
+$(error stopping: build dependencies are missing (see the line above))
+endif
+endif
+
 CONFIG_TARGETS := defconfig menuconfig oldconfig olddefconfig savedefconfig allnoconfig clean distclean deps
 ifeq ($(filter $(CONFIG_TARGETS),$(MAKECMDGOALS)),)
 include generated/auto.conf

@@ -1,7 +1,9 @@
 /* fsutil.c - atomic writes and symlink-refusing opens (see fsutil.h). */
 #include "common/stereo.h"
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -194,4 +196,14 @@ int read_file(const char *path, struct buf *out, size_t max)
 	out->p[out->len] = 0;
 	close(fd);
 	return 0;
+}
+
+int open_resolve(int dirfd, const char *path, int flags, unsigned long long resolve)
+{
+	struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC), .resolve = resolve};
+	int fd, tries = 0;
+	do   /* EAGAIN: a rename raced a ".." lookup; the kernel asks for a retry */
+		fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+	while (fd < 0 && errno == EAGAIN && ++tries < 16);
+	return fd < 0 ? -errno : fd;
 }

@@ -15,6 +15,9 @@ int atomic_write(const char *path, const void *data, size_t len, mode_t mode, ui
 int open_dir_nofollow(int dirfd, const char *name);
 /* Open rel (a relative path, "a/b/c") beneath dirfd, refusing a symlink in any component. */
 int open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
+/* openat2(2) with RESOLVE_* flags (e.g. RESOLVE_IN_ROOT to confine a path to dirfd, or
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); O_CLOEXEC added. fd or -errno. */
+int open_resolve(int dirfd, const char *path, int flags, unsigned long long resolve);
 int mkdir_p(const char *path, mode_t mode);
 int write_all(int fd, const void *data, size_t len);
 /* Read a whole file up to max bytes (-EFBIG beyond). */

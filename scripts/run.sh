@@ -12,7 +12,7 @@ root=$top/build/run-root
 port=${PORT:-10240}
 rm -rf "$root"
 mkdir -p "$root/etc"
-printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:%s/home/agent:/bin/sh\n' "$root" >"$root/etc/passwd"
+printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/home/agent:/bin/sh\n' >"$root/etc/passwd"   # homes resolve inside --root
 printf 'root:x:0:\nadmin:x:1001:\nagent:x:1000:\n' >"$root/etc/group"
 cat <<MSG
 stereod: listening on 127.0.0.1:$port, state under $root

@@ -27,6 +27,13 @@ load helpers
 	assert_equal "${#lines[@]}" $(( $(echo "$all" | wc -l) - 1 ))
 	run ./stereo "$victim" --help
 	assert_equal "$status" 2
+	# the binary got smaller, and every applet left in it still runs
+	[ "$(stat -c %s ./stereo)" -lt "$(stat -c %s "$STEREO_BIN")" ]
+	for a in $(./stereo --list); do
+		run ./stereo "$a" --help
+		assert_success
+		assert_output --partial "usage: $a"
+	done
 	run grep -c "define CONFIG_$sym 1" generated/autoconf.h
 	assert_output 0
 	# its code and text are gone too, not just its table entry
@@ -38,4 +45,18 @@ load helpers
 	# the minimal config records exactly the one choice that differs from the defaults
 	run grep -v '^$' defconfig
 	assert_output "# CONFIG_$sym is not set"
+}
+
+@test "plain make names the missing Debian packages in one line instead of failing inside the build" {
+	fake=$BATS_TEST_TMPDIR/bin
+	mkdir -p "$fake"
+	# a dpkg that knows nothing: every build dependency looks missing
+	printf '#!/bin/sh\nexit 1\n' >"$fake/dpkg-query"
+	chmod +x "$fake/dpkg-query"
+	cd "$STEREO_TOP"
+	PATH=$fake:$PATH run make -n
+	assert_failure
+	assert_line --partial "missing Debian packages: build-essential pkg-config python3-kconfiglib"
+	assert_line --partial "make deps"
+	refute_output --partial "No module named"
 }

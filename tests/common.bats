@@ -134,7 +134,7 @@ unit() { "$STEREO_T/unit" "$@"; }
 	assert_line --index 3 'f'
 }
 
-@test "atomic write: refuses to write through a directory symlink's temp name race (O_NOFOLLOW, O_EXCL)" {
+@test "atomic write: a symlink at the target is replaced, never written through" {
 	d=$BATS_TEST_TMPDIR
 	mkdir "$d/real"
 	ln -s /etc/passwd "$d/real/target"

@@ -18,6 +18,11 @@ ready_svc() {
 		"notify-fd=3" "$@"
 }
 
+# services_are NAMES: the status file lists exactly these services (comma-separated)
+services_are() {
+	test "$(jq -r '[.services[].name] | join(",")' "$R/run/stereos/init.status")" = "$1"
+}
+
 @test "services start in dependency order, not file order" {
 	FILE=1-web ready_svc web "name=web" "after=app"
 	FILE=2-db ready_svc db "name=db"
@@ -126,12 +131,15 @@ ready_svc() {
 	svc up "exec=/bin/sh -c 'echo run >> $EV; exec sleep 1000'"
 	start_init
 	wait_state up running
+	# "running" is recorded at fork: wait until the shell has run, or the stop may come first
+	wait_for lines_ge "$EV" 1
 	sinit --ctl stop up --root "$R"
 	wait_state up stopped
 	assert_equal "$(field up last_exit)" "signal 15"
 	assert_equal "$(lines "$EV")" 1
 	sinit --ctl start up --root "$R"
 	wait_state up running
+	wait_for lines_ge "$EV" 2
 	assert_equal "$(lines "$EV")" 2
 }
 
@@ -309,7 +317,8 @@ only_one_child() {
 	svc new "exec=/bin/sleep 1000"
 	kill -HUP "$(init_pid)"
 	wait_state new running
-	wait_for test "$(jq -r '[.services[].name] | join(",")' "$R/run/stereos/init.status")" = new
+	# a function, so that every try reads the status file again
+	wait_for services_are new
 }
 
 @test "an exec that does not exist exits 127 and is restarted with backoff" {

@@ -135,7 +135,7 @@ teardown() { clis_teardown; }
 
 @test "ssh-key add installs the key from a file or stdin" {
 	mkdir -p "$BATS_TEST_TMPDIR/root/etc" "$BATS_TEST_TMPDIR/root/home/agent"
-	echo "agent:x:0:0::$BATS_TEST_TMPDIR/root/home/agent:/bin/sh" >"$BATS_TEST_TMPDIR/root/etc/passwd"
+	echo "agent:x:0:0::/home/agent:/bin/sh" >"$BATS_TEST_TMPDIR/root/etc/passwd"   # resolved inside --root
 	start_stereod
 	echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE1 me@host' >"$BATS_TEST_TMPDIR/key.pub"
 	run stereo-host ssh-key add agent "$BATS_TEST_TMPDIR/key.pub"

@@ -40,6 +40,7 @@ inject() {   # inject USER KEY [APPEND]
 @test "append: true adds a key once and keeps the others" {
 	mkdir -p "$H/.ssh"
 	printf 'ssh-rsa AAAAold old@key\n' >"$H/.ssh/authorized_keys"
+	chown -R 1000:1000 "$H/.ssh"   # append reads only a file the user owns
 	start_stereod
 	run inject agent "$KEY" true
 	assert_output --partial '"ok":true'
@@ -123,4 +124,52 @@ $KEY"
 	run inject agent "$KEY"
 	assert_output --partial '"ok":false'
 	[ -z "$(ls -A "$BATS_TEST_TMPDIR/elsewhere")" ]
+}
+
+@test "append refuses an authorized_keys hard-linked to a root-only file, whose content appears nowhere" {
+	mkdir -p "$R/root" "$H/.ssh"
+	echo 'ssh-rsa AAAArootonly root@secret' >"$R/root/secret"
+	chmod 0600 "$R/root/secret"
+	chown 1000:1000 "$H/.ssh"
+	ln "$R/root/secret" "$H/.ssh/authorized_keys"
+	start_stereod
+	run inject agent "$KEY" true
+	assert_output --partial '"ok":false,"error":"authorized_keys has 2 links (a hard link?): not appending"'
+	refute_output --partial AAAArootonly
+	# the only file holding the content is the root-only inode itself
+	[ "$(grep -rl AAAArootonly "$BATS_TEST_TMPDIR" | xargs stat -c %i | sort -u)" = "$(stat -c %i "$R/root/secret")" ]
+	[ "$(stat -c '%u %a %h' "$R/root/secret")" = '0 600 2' ]
+}
+
+@test "append refuses an authorized_keys the user does not own" {
+	mkdir -p "$H/.ssh"
+	echo 'ssh-rsa AAAAbyroot root@planted' >"$H/.ssh/authorized_keys"
+	start_stereod
+	run inject agent "$KEY" true
+	assert_output --partial '"ok":false,"error":"authorized_keys is not owned by the user: not appending"'
+	[ "$(cat "$H/.ssh/authorized_keys")" = 'ssh-rsa AAAAbyroot root@planted' ]
+}
+
+@test "under --root a home from the passwd file is resolved inside ROOT: the key lands in ROOT/home/x" {
+	local home=/home/stereo-guard-x-$$
+	[ ! -e "$home" ]
+	echo "x:x:1002:1002:x:$home:/bin/sh" >>"$R/etc/passwd"
+	mkdir -p "$R$home"
+	chown 1002:1002 "$R$home"
+	start_stereod
+	run inject x "$KEY"
+	assert_output --partial '"ok":true'
+	[ "$(cat "$R$home/.ssh/authorized_keys")" = "$KEY" ]
+	[ "$(stat -c '%u %a' "$R$home/.ssh/authorized_keys")" = '1002 600' ]
+	[ ! -e "$home" ]
+}
+
+@test "under --root a passwd home naming a path outside ROOT is looked up inside ROOT: nothing written outside" {
+	mkdir -p "$BATS_TEST_TMPDIR/elsewhere/y"
+	chown 1003:1003 "$BATS_TEST_TMPDIR/elsewhere/y"
+	echo "y:x:1003:1003:y:$BATS_TEST_TMPDIR/elsewhere/y:/bin/sh" >>"$R/etc/passwd"
+	start_stereod
+	run inject y "$KEY"
+	assert_output --partial '"ok":false,"error":"opening home '"$BATS_TEST_TMPDIR"'/elsewhere/y: No such file or directory"'
+	[ -z "$(ls -A "$BATS_TEST_TMPDIR/elsewhere/y")" ]
 }

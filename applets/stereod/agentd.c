@@ -2,6 +2,8 @@
  * every --poll-interval, on the event loop (never blocking the servers). The agents array is
  * kept pre-rendered for the health replies, and each poll's outcome becomes a lifecycle event.
  * agentd being unreachable before it ever answered is normal during boot: logged once.
+ * The poller's state is its own (struct agentd); it reports what it sees to the lifecycle
+ * through the event callback it was given, and never calls into the servers.
  * Spec: shared/spec/protocol.md §4, §7
  */
 #include "stereod.h"
@@ -9,24 +11,41 @@
 #define AGENTS_MAX 256
 #define POLL_TIMEOUT_MS 2000
 
-static void schedule(struct stereod *d, int64_t ms);
+struct agentd {
+	struct agentd_conf conf;
+	struct buf agents_json;      /* the agents array from the last good poll, "" when none */
+	size_t nagents;
+	bool seen, down_logged;
+	uint64_t poll_timer;
+	bool in_flight, stopping;
+};
 
-static void poll_failed(struct stereod *d, const char *what, const char *why)
+static void schedule(struct agentd *d, int64_t ms);
+
+static void event(struct agentd *d, enum lc_event ev, const char *message)
+{
+	if (d->conf.event)
+		d->conf.event(d->conf.ctx, ev, message);
+}
+
+static bool paused(struct agentd *d) { return d->conf.paused && d->conf.paused(d->conf.ctx); }
+
+static void poll_failed(struct agentd *d, const char *what, const char *why)
 {
 	log_debug("agentd poll failed", "what=\"%s\" err=\"%s\"", what, why);
-	if (!d->agentd_seen) {
-		if (!d->agentd_down_logged)
+	if (!d->seen) {
+		if (!d->down_logged)
 			log_info("agentd not reachable yet (normal during boot)", "socket=%s err=\"%s: %s\"",
-				 d->agentd_socket, what, why);
-		d->agentd_down_logged = true;
+				 d->conf.socket, what, why);
+		d->down_logged = true;
 		return;
 	}
-	if (!d->agentd_down_logged)
+	if (!d->down_logged)
 		log_warn("agentd became unreachable", "err=\"%s: %s\"", what, why);
-	d->agentd_down_logged = true;
+	d->down_logged = true;
 	d->nagents = 0;
 	d->agents_json.len = 0;
-	lc_event(d, EV_AGENTD_LOST, "agentd is unreachable");
+	event(d, EV_AGENTD_LOST, "agentd is unreachable");
 }
 
 /* Render agentd's array of agent status objects in our canonical form; -1 if malformed. */
@@ -92,13 +111,13 @@ static int render_agents(const char *body, size_t len, struct buf *out, size_t *
 
 static void agents_done(void *ctx, int status, const char *body, size_t len, const char *err)
 {
-	struct stereod *d = ctx;
-	d->poll_in_flight = false;
+	struct agentd *d = ctx;
+	d->in_flight = false;
 	if (d->stopping) {
-		loop_stop(d->loop);
+		loop_stop(d->conf.loop);
 		return;
 	}
-	schedule(d, d->poll_ms);
+	schedule(d, d->conf.poll_ms);
 	if (err || status != 200) {
 		poll_failed(d, "GET /v1/agents", err ? err : "unexpected HTTP status");
 		return;
@@ -112,78 +131,106 @@ static void agents_done(void *ctx, int status, const char *body, size_t len, con
 		poll_failed(d, "GET /v1/agents", "malformed agents list");
 		return;
 	}
-	if (!d->agentd_seen || d->agentd_down_logged)
+	if (!d->seen || d->down_logged)
 		log_info("agentd answered", "agents=%zu", count);
-	d->agentd_seen = true;
-	d->agentd_down_logged = false;
+	d->seen = true;
+	d->down_logged = false;
 	buf_free(&d->agents_json);
 	d->agents_json = agents;
 	d->nagents = count;
 	if (error_agent.len) {
 		struct buf m = {0};
 		buf_printf(&m, "agent %s reports an error", buf_cstr(&error_agent));
-		lc_event(d, EV_AGENT_ERROR, m.p);
+		event(d, EV_AGENT_ERROR, m.p);
 		buf_free(&m);
 	} else if (running) {
-		lc_event(d, EV_AGENT_RUNNING, "an agent is running");
+		event(d, EV_AGENT_RUNNING, "an agent is running");
 	}
 	buf_free(&error_agent);
 }
 
-static int timeout_ms(struct stereod *d)
+static int timeout_ms(struct agentd *d)
 {
-	return d->poll_ms < POLL_TIMEOUT_MS ? (int)(d->poll_ms > 200 ? d->poll_ms : 200) : POLL_TIMEOUT_MS;
+	long long p = d->conf.poll_ms;
+	return p < POLL_TIMEOUT_MS ? (int)(p > 200 ? p : 200) : POLL_TIMEOUT_MS;
 }
 
 static void health_done(void *ctx, int status, const char *body, size_t len, const char *err)
 {
-	struct stereod *d = ctx;
+	struct agentd *d = ctx;
 	if (d->stopping) {
-		d->poll_in_flight = false;
-		loop_stop(d->loop);
+		d->in_flight = false;
+		loop_stop(d->conf.loop);
 		return;
 	}
 	if (err || status != 200) {
-		d->poll_in_flight = false;
-		schedule(d, d->poll_ms);
+		d->in_flight = false;
+		schedule(d, d->conf.poll_ms);
 		poll_failed(d, "GET /v1/health", err ? err : "unexpected HTTP status");
 		return;
 	}
-	int r = http_async(d->loop, d->agentd_socket, "GET", "/v1/agents", timeout_ms(d), agents_done, d);
+	int r = http_async(d->conf.loop, d->conf.socket, "GET", "/v1/agents", timeout_ms(d), agents_done, d);
 	if (r) {
-		d->poll_in_flight = false;
-		schedule(d, d->poll_ms);
+		d->in_flight = false;
+		schedule(d, d->conf.poll_ms);
 		poll_failed(d, "GET /v1/agents", strerror(-r));
 	}
 }
 
 static void poll_now(struct loop *l, void *ctx)
 {
-	struct stereod *d = ctx;
+	struct agentd *d = ctx;
 	d->poll_timer = 0;
-	if (d->state == ST_SHUTDOWN)
+	if (paused(d))
 		return;
-	int r = http_async(d->loop, d->agentd_socket, "GET", "/v1/health", timeout_ms(d), health_done, d);
+	int r = http_async(d->conf.loop, d->conf.socket, "GET", "/v1/health", timeout_ms(d), health_done, d);
 	if (r) {
-		schedule(d, d->poll_ms);
+		schedule(d, d->conf.poll_ms);
 		poll_failed(d, "connecting", strerror(-r));
 		return;
 	}
-	d->poll_in_flight = true;
+	d->in_flight = true;
 }
 
-static void schedule(struct stereod *d, int64_t ms)
+static void schedule(struct agentd *d, int64_t ms)
 {
-	if (!d->poll_timer && d->state != ST_SHUTDOWN)
-		d->poll_timer = loop_timer(d->loop, ms, poll_now, d);
+	if (!d->poll_timer && !d->stopping && !paused(d))
+		d->poll_timer = loop_timer(d->conf.loop, ms, poll_now, d);
 }
 
-void agentd_start(struct stereod *d) { schedule(d, 0); }
-
-bool agentd_stop(struct stereod *d)
+struct agentd *agentd_new(const struct agentd_conf *c)
 {
+	struct agentd *d = calloc(1, sizeof *d);
+	if (!d)
+		return NULL;
+	d->conf = *c;
+	schedule(d, 0);
+	return d;
+}
+
+size_t agentd_agents(const struct agentd *d, const char **json, size_t *len)
+{
+	*json = d && d->nagents ? d->agents_json.p : "[]";
+	*len = d && d->nagents ? d->agents_json.len : 2;
+	return d ? d->nagents : 0;
+}
+
+bool agentd_stop(struct agentd *d)
+{
+	if (!d)
+		return false;
 	if (d->poll_timer)
-		loop_timer_cancel(d->loop, d->poll_timer);
+		loop_timer_cancel(d->conf.loop, d->poll_timer);
 	d->poll_timer = 0;
-	return d->poll_in_flight;
+	d->stopping = true;
+	return d->in_flight;
+}
+
+void agentd_free(struct agentd *d)
+{
+	if (!d)
+		return;
+	agentd_stop(d);
+	buf_free(&d->agents_json);
+	free(d);
 }

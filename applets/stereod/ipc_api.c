@@ -65,11 +65,11 @@ static void get_health(struct ipc_req *q)
 static void get_agents(struct ipc_req *q)
 {
 	struct buf b = {0};
+	const char *agents;
+	size_t len;
+	agentd_agents(q->d->agentd, &agents, &len);
 	buf_puts(&b, "{\"agents\":");
-	if (q->d->nagents)
-		buf_append(&b, q->d->agents_json.p, q->d->agents_json.len);
-	else
-		buf_puts(&b, "[]");
+	buf_append(&b, agents, len);
 	buf_putc(&b, '}');
 	reply(q, 200, &b);
 }
@@ -128,9 +128,38 @@ static void get_mounts(struct ipc_req *q)
 	jw_init(&w, &b);
 	jw_obj(&w);
 	jw_key(&w, "mounts");
-	mounts_list(q->d, &w);
+	mounts_list(q->d->mounts, &w);
 	jw_obj_end(&w);
 	reply(q, 200, &b);
+}
+
+/* A mount under way on the jobs worker: the 201 names what the request asked for. */
+struct ipc_mount {
+	struct http_defer *hd;
+	char *tag, *guest_path;
+};
+
+static void ipc_mount_replied(void *ctx, int rc, const char *err)
+{
+	struct ipc_mount *x = ctx;
+	if (rc) {
+		http_defer_error(x->hd, 422, err);
+	} else {
+		struct buf b = {0};
+		struct jw w;
+		jw_init(&w, &b);
+		jw_obj(&w);
+		jw_kstr(&w, "status", "ok");
+		jw_kstr(&w, "tag", x->tag);
+		jw_kstr(&w, "guest_path", x->guest_path);
+		jw_obj_end(&w);
+		buf_putc(&b, '\n');
+		http_defer_json(x->hd, 201, &b);
+		buf_free(&b);
+	}
+	free(x->tag);
+	free(x->guest_path);
+	free(x);
 }
 
 static void post_mount(struct ipc_req *q)
@@ -138,14 +167,21 @@ static void post_mount(struct ipc_req *q)
 	char err[ERRBUF];
 	struct json j;
 	struct mount_req m = {0};
+	struct http_defer *hd;
 	if (parse_body(q, &j))
 		return;
-	if (mount_decode(&j, 0, &m, err))
+	if (mount_decode(&j, 0, &m, err)) {
 		http_reply_error(q->c, 400, err);
-	else if (mounts_add(q->d, &m, err))
+	} else if ((hd = http_defer(q->c))) {
+		struct ipc_mount *x = xmalloc(sizeof *x);
+		*x = (struct ipc_mount){.hd = hd, .tag = xstrdup(buf_cstr(&m.tag)),
+					.guest_path = xstrdup(buf_cstr(&m.guest_path))};
+		mounts_request(q->d->mounts, &m, ipc_mount_replied, x);
+	} else if (mounts_add(q->d->mounts, &m, err)) {
 		http_reply_error(q->c, 422, err);
-	else
+	} else {
 		reply_status(q, 201, "tag", buf_cstr(&m.tag), "guest_path", buf_cstr(&m.guest_path));
+	}
 	mount_req_free(&m);
 	json_free(&j);
 }

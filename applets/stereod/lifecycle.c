@@ -1,6 +1,7 @@
 /* lifecycle.c - the state machine booting -> ready -> healthy | degraded -> shutdown, and the
- * health payload. Every transition goes through lc_event, which logs it and pushes it to the
- * subscribed control-plane connections, from this one place.
+ * health payload. Every transition goes through lc_event, which logs it and reports it through
+ * the lc_notify callback (stereod.c pushes it to the subscribed connections), from this one
+ * place; nothing here knows about connections.
  * Spec: shared/spec/protocol.md §4
  */
 #include "stereod.h"
@@ -31,17 +32,19 @@ void lc_event(struct stereod *d, enum lc_event ev, const char *message)
 		return;
 	log_info("state change", "from=%s to=%s", state_names[d->state], state_names[to]);
 	d->state = to;
-	if (d->ndjson)
-		ndjson_push_lifecycle(d->ndjson, state_names[to], message);
+	if (d->lc_notify)
+		d->lc_notify(d->lc_ctx, to, message);
 }
 
 void lc_health_payload(struct stereod *d, struct jw *w)
 {
 	jw_obj(w);
 	jw_kstr(w, "state", state_names[d->state]);
-	if (d->nagents) {
+	const char *agents;
+	size_t len;
+	if (agentd_agents(d->agentd, &agents, &len)) {
 		jw_key(w, "agents");
-		jw_raw(w, d->agents_json.p, d->agents_json.len);
+		jw_raw(w, agents, len);
 	}
 	jw_kint(w, "uptime_seconds", (now_ms() - d->started_ms) / 1000);
 	jw_obj_end(w);

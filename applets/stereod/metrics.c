@@ -155,7 +155,7 @@ void snapshot_metrics(struct snapshot *s, struct jw *w)
 	clock_gettime(CLOCK_BOOTTIME, &up);
 	jw_kint(w, "uptime_seconds", (long long)up.tv_sec);
 	jw_key(w, "generation");
-	jw_uint(w, s->generation);
+	jw_uint(w, s->generation_pub);
 	jw_kint(w, "restores", s->restores);
-	jw_kbool(w, "snapshot_prepared", s->prepared);
+	jw_kbool(w, "snapshot_prepared", s->prepared_pub);
 }

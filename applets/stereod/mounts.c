@@ -1,22 +1,99 @@
-/* mounts.c - shared-directory mounts (virtiofs, 9p): validation, mount(2), the ordered table,
- * and LIFO unmount at shutdown.
+/* mounts.c - shared-directory mounts (virtiofs, 9p): validation, the mount point walk,
+ * mounting, the ordered table, and LIFO unmount at shutdown. The table is this file's own
+ * state (struct mounts), created by mounts_new and released by mounts_free.
  *
- * guest_path is cleaned and must be absolute and outside the protected system directories;
- * it is mounted at --root + guest_path (the same path when --root is /) and must not traverse
- * a symlink, so a user cannot redirect a mount onto /etc through a planted link.
- * Test hooks: --mount-helper runs a command instead of mount(2)/umount2(2);
- * --mount-stand-in calls the real mount(2) with another fs type (tmpfs) where no virtio
- * device exists.
- * Spec: shared/spec/protocol.md §5 (Mounts)
+ * A request is in three parts so that the slow middle can run off the event loop:
+ * mounts_begin (loop thread: every check that needs no file system access, the agent's ids,
+ * and a reservation of the path), mount_op_run (any thread: the walk, mount, chown; may block
+ * for up to 10 s in the mount helper) and mounts_end (loop thread: record or release).
+ *
+ * The mount point ROOT + guest_path is reached one component at a time from an O_PATH fd of
+ * ROOT with O_NOFOLLOW: a symlink anywhere on the way refuses the request before anything is
+ * created past it, and missing components are created with mkdirat from the fd that was
+ * checked. The filesystem is created with the new mount API (fsopen/fsmount) and attached with
+ * move_mount onto that same fd, so swapping a directory for a symlink after the check cannot
+ * redirect the mount. Only the root of the new filesystem is chowned agent:agent, after it is
+ * attached; a directory that existed before the request is never chowned. On any failure the
+ * directories this request created are removed, deepest first, and nothing else.
+ * Test hooks: --mount-helper runs a command instead (it gets the path name: not race-proof);
+ * --mount-stand-in mounts another fs type (tmpfs) where no virtio device exists.
+ * See docs/stereod.md (Mounts).
  */
 #include "stereod.h"
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/mount.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#define MOUNTS_MAX 256
+#define HELPER_TIMEOUT_MS 10000
+#define DEPTH_MAX 64
+
+/* Whole trees the image keeps system-owned: neither these nor anything under them. */
 static const char *const protected_dirs[] = {
 	"/nix", "/etc", "/bin", "/boot", "/dev", "/proc", "/sys", "/run",
+	"/usr", "/lib", "/lib32", "/lib64", "/libx32", "/sbin", "/var", "/root",
 };
+/* System-owned directories whose subdirectories may be mount points, but not themselves. */
+static const char *const protected_exact[] = {
+	"/home", "/mnt", "/tmp", "/srv", "/opt", "/media",
+};
+
+struct mount_entry {
+	char *tag, *guest_path, *fs_type, *target;   /* target: guest_path under --root */
+	bool read_only;
+};
+
+struct mounts {
+	struct mounts_conf conf;
+	struct mount_entry table[MOUNTS_MAX];
+	size_t n;
+	char *pending[MOUNTS_MAX];     /* guest paths of requests under way (reserved) */
+	size_t npending;
+};
+
+/* One request under way: filled by mounts_begin, worked by mount_op_run. */
+struct mount_op {
+	char clean[PATH_MAX];
+	char *target, *tag, *fs;
+	const char *root, *helper, *stand_in;
+	bool read_only, chown;
+	uid_t uid;
+	gid_t gid;
+	int rc;                        /* 0, or -1 with err */
+	char err[ERRBUF];
+	char warn[ERRBUF];             /* a best-effort step that failed (logged by mounts_end) */
+};
+
+struct mounts *mounts_new(const struct mounts_conf *c)
+{
+	struct mounts *m = calloc(1, sizeof *m);
+	if (m)
+		m->conf = *c;
+	return m;
+}
+
+static void entry_free(struct mount_entry *e)
+{
+	free(e->tag);
+	free(e->guest_path);
+	free(e->fs_type);
+	free(e->target);
+}
+
+void mounts_free(struct mounts *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n; i++)
+		entry_free(&m->table[i]);
+	for (size_t i = 0; i < m->npending; i++)
+		free(m->pending[i]);
+	free(m);
+}
 
 int mount_decode(const struct json *j, int obj, struct mount_req *r, char *err)
 {
@@ -55,21 +132,9 @@ static int check_tag(const struct buf *tag, char *err)
 	return 0;
 }
 
-/* The mount point must resolve to exactly root + clean: no symlink anywhere on the way. */
-static int check_no_symlink(struct stereod *d, const char *target, const char *clean, char *err)
-{
-	char rr[PATH_MAX], rt[PATH_MAX];
-	if (!realpath(d->root, rr) || !realpath(target, rt))
-		return errf(err, "resolving %s: %s", target, strerror(errno));
-	size_t rl = strcmp(rr, "/") ? strlen(rr) : 0;
-	if (strncmp(rt, rr, rl) || strcmp(rt + rl, clean))
-		return errf(err, "guest_path %s goes through a symlink", clean);
-	return 0;
-}
-
 /* Every check that needs no system call (the fuzzer runs these): 0, or -1 with err.
  * clean (PATH_MAX bytes) receives the cleaned guest_path. */
-static int mount_check(const struct stereod *d, const struct mount_req *r, char *clean, char *err)
+static int mount_check(const struct mounts *m, const struct mount_req *r, char *clean, char *err)
 {
 	const char *fs = buf_cstr((struct buf *)&r->fs_type);
 	if (strlen(fs) != r->fs_type.len || (strcmp(fs, "9p") && strcmp(fs, "virtiofs")))
@@ -85,104 +150,371 @@ static int mount_check(const struct stereod *d, const struct mount_req *r, char 
 		if (path_within(clean, protected_dirs[i]))
 			return errf(err, "guest_path %s is under the protected system directory %s", clean,
 				    protected_dirs[i]);
-	for (size_t i = 0; i < d->nmounts; i++)
-		if (!strcmp(d->mounts[i].guest_path, clean))
+	for (size_t i = 0; i < ARRAY_SIZE(protected_exact); i++)
+		if (!strcmp(clean, protected_exact[i]))
+			return errf(err, "guest_path %s is a protected system directory", clean);
+	for (size_t i = 0; i < m->n; i++)
+		if (!strcmp(m->table[i].guest_path, clean))
 			return errf(err, "%s is already mounted", clean);
-	if (d->nmounts == MOUNTS_MAX)
+	for (size_t i = 0; i < m->npending; i++)
+		if (!strcmp(m->pending[i], clean))
+			return errf(err, "%s is being mounted by another request", clean);
+	if (m->n + m->npending >= MOUNTS_MAX)
 		return errf(err, "too many mounts (max %d)", MOUNTS_MAX);
 	return 0;
 }
 
-int mounts_add(struct stereod *d, const struct mount_req *r, char *err)
+static char *under_root(const char *root, const char *path)
 {
-	char clean[PATH_MAX];
-	if (mount_check(d, r, clean, err))
-		return -1;
-	const char *fs = buf_cstr((struct buf *)&r->fs_type);
-	bool ninep = !strcmp(fs, "9p");
-	char *target = path_under_root(d, clean);
-	const char *tag = buf_cstr((struct buf *)&r->tag);
-	int e = mkdir_p(target, 0755);
-	if (e) {
-		errf(err, "creating mount point %s: %s", clean, strerror(-e));
-		goto fail;
-	}
-	if (check_no_symlink(d, target, clean, err))
-		goto fail;
-	uid_t uid;
-	gid_t gid, ggid;
-	if (geteuid() == 0 && !user_lookup(d, "agent", &uid, &gid, NULL)) {
-		if (!group_lookup(d, "agent", &ggid))
-			gid = ggid;
-		if (lchown(target, uid, gid))
-			log_warn("cannot chown the mount point to agent", "path=%s err=\"%s\"", target,
-				 strerror(errno));
-	}
-	if (d->mount_helper) {
-		const char *args[] = {fs, tag, target, r->read_only ? "ro" : "rw", NULL};
-		char herr[ERRBUF];
-		int st = run_sh(d->mount_helper, args, 10000, herr);
-		if (st) {
-			errf(err, "mounting %s on %s: %s", tag, clean,
-			     st < 0 ? herr : "the mount helper failed");
-			goto fail;
-		}
-	} else {
-		const char *type = d->mount_stand_in ? d->mount_stand_in : fs;
-		const char *data = d->mount_stand_in || !ninep ? NULL : "trans=virtio,version=9p2000.L";
-		if (mount(tag, target, type, r->read_only ? MS_RDONLY : 0, data)) {
-			errf(err, "mounting %s (%s) on %s: %s", tag, fs, clean, strerror(errno));
-			goto fail;
-		}
-	}
-	struct mount_entry *m = &d->mounts[d->nmounts++];
-	*m = (struct mount_entry){.tag = xstrdup(tag), .guest_path = xstrdup(clean),
-				  .fs_type = xstrdup(fs), .target = target, .read_only = r->read_only};
-	log_info("mounted", "tag=%s path=%s fs=%s ro=%d", tag, clean, fs, r->read_only);
-	return 0;
-fail:
-	free(target);
-	return -1;
+	size_t rl = strlen(root);
+	while (rl > 0 && root[rl - 1] == '/')
+		rl--;
+	char *p = xmalloc(rl + strlen(path) + 1);
+	memcpy(p, root, rl);
+	strcpy(p + rl, path);
+	return p;
 }
 
-void mounts_list(struct stereod *d, struct jw *w)
+struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char *err)
+{
+	char clean[PATH_MAX];
+	if (mount_check(m, r, clean, err))
+		return NULL;
+	struct mount_op *op = xcalloc(1, sizeof *op);
+	snprintf(op->clean, sizeof op->clean, "%s", clean);
+	op->target = under_root(m->conf.root, clean);
+	op->tag = xstrdup(buf_cstr((struct buf *)&r->tag));
+	op->fs = xstrdup(buf_cstr((struct buf *)&r->fs_type));
+	op->root = m->conf.root;
+	op->helper = m->conf.helper;
+	op->stand_in = m->conf.stand_in;
+	op->read_only = r->read_only;
+	gid_t ggid;
+	if (geteuid() == 0 && !user_lookup(m->conf.passwd, "agent", &op->uid, &op->gid, NULL)) {
+		op->chown = true;
+		if (!group_lookup(m->conf.group, "agent", &ggid))
+			op->gid = ggid;
+	}
+	m->pending[m->npending++] = xstrdup(clean);
+	return op;
+}
+
+/* ---- the blocking part ------------------------------------------------------------------ */
+
+/* The directories this request created: parent fd + name, to be removed on failure. */
+struct created {
+	int parent[DEPTH_MAX];
+	char *name[DEPTH_MAX];
+	int n;
+};
+
+static void created_undo(struct created *c, bool remove)
+{
+	for (int i = c->n - 1; i >= 0; i--) {
+		if (remove && unlinkat(c->parent[i], c->name[i], AT_REMOVEDIR))
+			log_warn("cannot remove a mount point directory this request created",
+				 "name=%s err=\"%s\"", c->name[i], strerror(errno));
+		close(c->parent[i]);
+		free(c->name[i]);
+	}
+	c->n = 0;
+}
+
+/* Walk op->clean from ROOT one component at a time, never following a symlink, creating
+ * what is missing (0755). Returns an O_PATH fd of the mount point, or -1 with op->err. */
+static int walk(struct mount_op *op, struct created *c)
+{
+	int cur = open(op->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cur < 0)
+		return errf(op->err, "opening the root %s: %s", op->root, strerror(errno));
+	const char *p = op->clean;
+	while (*p) {
+		while (*p == '/')
+			p++;
+		const char *e = strchrnul(p, '/');
+		char name[NAME_MAX + 1];
+		if (e - p > NAME_MAX) {
+			close(cur);
+			return errf(op->err, "guest_path %s has a component longer than %d bytes",
+				    op->clean, NAME_MAX);
+		}
+		memcpy(name, p, e - p);
+		name[e - p] = 0;
+		p = e;
+		int fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT) {
+			if (c->n == DEPTH_MAX) {
+				close(cur);
+				return errf(op->err, "guest_path %s is too deep", op->clean);
+			}
+			if (!mkdirat(cur, name, 0755)) {
+				c->parent[c->n] = dup(cur);
+				c->name[c->n++] = xstrdup(name);
+			} else if (errno != EEXIST) {
+				int e2 = errno;
+				close(cur);
+				return errf(op->err, "creating mount point %s: %s", op->clean, strerror(e2));
+			}
+			fd = openat(cur, name, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+		}
+		struct stat st;
+		int e2 = errno;
+		bool link = fd < 0 && !fstatat(cur, name, &st, AT_SYMLINK_NOFOLLOW) && S_ISLNK(st.st_mode);
+		if (fd >= 0 && (fstat(fd, &st) || !S_ISDIR(st.st_mode))) {
+			link = S_ISLNK(st.st_mode);
+			close(fd);
+			fd = -1;
+			e2 = ENOTDIR;
+		}
+		close(cur);
+		if (fd < 0) {
+			if (link || e2 == ELOOP)
+				return errf(op->err, "guest_path %s goes through a symlink", op->clean);
+			return errf(op->err, "opening mount point %s: %s", op->clean, strerror(e2));
+		}
+		cur = fd;
+	}
+	return cur;
+}
+
+/* The new mount API (Linux 5.2): a filesystem context, then a detached mount. */
+static int fs_open(const char *type) { return (int)syscall(SYS_fsopen, type, FSOPEN_CLOEXEC); }
+static int fs_config(int fd, unsigned cmd, const char *key, const char *val)
+{
+	return (int)syscall(SYS_fsconfig, fd, cmd, key, val, 0);
+}
+
+/* Mount the filesystem onto dirfd itself; returns an O_PATH fd of its root, or -1 with err. */
+static int mount_on(struct mount_op *op, int dirfd)
+{
+	bool ninep = !strcmp(op->fs, "9p");
+	const char *type = op->stand_in ? op->stand_in : op->fs;
+	const char *step = "fsopen";
+	int mfd = -1, fsfd = fs_open(type);
+	if (fsfd < 0)
+		goto fail;
+	step = "fsconfig";
+	if (fs_config(fsfd, FSCONFIG_SET_STRING, "source", op->tag) ||
+	    (ninep && !op->stand_in &&
+	     (fs_config(fsfd, FSCONFIG_SET_STRING, "trans", "virtio") ||
+	      fs_config(fsfd, FSCONFIG_SET_STRING, "version", "9p2000.L"))) ||
+	    (op->read_only && fs_config(fsfd, FSCONFIG_SET_FLAG, "ro", NULL)))
+		goto fail;
+	step = "creating the filesystem";
+	if (fs_config(fsfd, FSCONFIG_CMD_CREATE, NULL, NULL))
+		goto fail;
+	step = "fsmount";
+	mfd = (int)syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, op->read_only ? MOUNT_ATTR_RDONLY : 0);
+	if (mfd < 0)
+		goto fail;
+	step = "move_mount";
+	if (syscall(SYS_move_mount, mfd, "", dirfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+		goto fail;
+	close(fsfd);
+	return mfd;
+fail:;
+	int e = errno;
+	if (mfd >= 0)
+		close(mfd);
+	if (fsfd >= 0)
+		close(fsfd);
+	return errf(op->err, "mounting %s (%s) on %s: %s: %s", op->tag, op->fs, op->clean, step,
+		    strerror(e));
+}
+
+/* The helper mounts by path name; afterwards the root of what is mounted there is reopened
+ * without following a symlink. -1 with err when the helper failed. */
+static int mount_helper(struct mount_op *op, int dirfd, bool created)
+{
+	const char *args[] = {op->fs, op->tag, op->target, op->read_only ? "ro" : "rw", NULL};
+	char herr[ERRBUF];
+	int st = run_sh(op->helper, args, HELPER_TIMEOUT_MS, herr);
+	if (st)
+		return errf(op->err, "mounting %s on %s: %s", op->tag, op->clean,
+			    st < 0 ? herr : "the mount helper failed");
+	struct stat before, after;
+	int root = open(op->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int fd = root < 0 ? -1 : open_beneath(root, op->clean + 1, O_PATH | O_DIRECTORY, 0);
+	if (root >= 0)
+		close(root);
+	/* chown only a new filesystem's root or a directory this request made */
+	if (fd >= 0 && !fstat(dirfd, &before) && !fstat(fd, &after) && !created &&
+	    before.st_dev == after.st_dev && before.st_ino == after.st_ino) {
+		close(fd);
+		fd = -2;
+	}
+	return fd < 0 ? -2 : fd;
+}
+
+void mount_op_run(struct mount_op *op)
+{
+	struct created c = {0};
+	op->rc = -1;
+	int dirfd = walk(op, &c);
+	if (dirfd < 0) {
+		created_undo(&c, true);
+		return;
+	}
+	int rootfd = op->helper ? mount_helper(op, dirfd, c.n > 0) : mount_on(op, dirfd);
+	close(dirfd);
+	if (rootfd == -1) {
+		created_undo(&c, true);
+		return;
+	}
+	created_undo(&c, false);
+	op->rc = 0;
+	if (rootfd < 0 || !op->chown) {
+		if (rootfd >= 0)
+			close(rootfd);
+		return;
+	}
+	if (fchownat(rootfd, "", op->uid, op->gid, AT_EMPTY_PATH))
+		snprintf(op->warn, sizeof op->warn, "%s", strerror(errno));
+	close(rootfd);
+}
+
+static void unreserve(struct mounts *m, const char *clean)
+{
+	for (size_t i = 0; i < m->npending; i++) {
+		if (!strcmp(m->pending[i], clean)) {
+			free(m->pending[i]);
+			m->pending[i] = m->pending[--m->npending];
+			return;
+		}
+	}
+}
+
+int mounts_end(struct mounts *m, struct mount_op *op, char *err)
+{
+	int rc = op->rc;
+	unreserve(m, op->clean);
+	if (op->warn[0])
+		log_warn("cannot chown the mount point to agent", "path=%s err=\"%s\"", op->clean, op->warn);
+	if (rc) {
+		errf(err, "%s", op->err);
+	} else {
+		struct mount_entry *e = &m->table[m->n++];
+		*e = (struct mount_entry){.tag = op->tag, .guest_path = xstrdup(op->clean),
+					  .fs_type = op->fs, .target = op->target, .read_only = op->read_only};
+		op->tag = op->fs = op->target = NULL;
+		log_info("mounted", "tag=%s path=%s fs=%s ro=%d", e->tag, e->guest_path, e->fs_type,
+			 e->read_only);
+	}
+	free(op->tag);
+	free(op->fs);
+	free(op->target);
+	free(op);
+	return rc;
+}
+
+int mounts_add(struct mounts *m, const struct mount_req *r, char *err)
+{
+	struct mount_op *op = mounts_begin(m, r, err);
+	if (!op)
+		return -1;
+	mount_op_run(op);
+	return mounts_end(m, op, err);
+}
+
+struct mount_job {
+	struct mounts *m;
+	struct mount_op *op;
+	mounts_reply_fn replied;
+	void *ctx;
+};
+
+static void job_work(void *ctx)
+{
+	struct mount_job *j = ctx;
+	mount_op_run(j->op);
+}
+
+static void job_done(void *ctx)
+{
+	struct mount_job *j = ctx;
+	char err[ERRBUF] = "";
+	int rc = mounts_end(j->m, j->op, err);
+	j->replied(j->ctx, rc, err);
+	free(j);
+}
+
+void mounts_request(struct mounts *m, const struct mount_req *r, mounts_reply_fn replied, void *ctx)
+{
+	char err[ERRBUF] = "";
+	struct mount_op *op = mounts_begin(m, r, err);
+	if (!op) {
+		replied(ctx, -1, err);
+		return;
+	}
+	struct mount_job *j = xmalloc(sizeof *j);
+	*j = (struct mount_job){.m = m, .op = op, .replied = replied, .ctx = ctx};
+	int e = jobs_run(m->conf.jobs, job_work, job_done, j);
+	if (e) {
+		log_warn("mounting on the loop thread: no worker", "err=\"%s\"", strerror(-e));
+		job_work(j);
+		job_done(j);
+	}
+}
+
+void mounts_list(const struct mounts *m, struct jw *w)
 {
 	jw_arr(w);
-	for (size_t i = 0; i < d->nmounts; i++) {
-		struct mount_entry *m = &d->mounts[i];
+	for (size_t i = 0; i < m->n; i++) {
+		const struct mount_entry *e = &m->table[i];
 		jw_obj(w);
-		jw_kstr(w, "tag", m->tag);
-		jw_kstr(w, "guest_path", m->guest_path);
-		jw_kstr(w, "fs_type", m->fs_type);
-		if (m->read_only)
+		jw_kstr(w, "tag", e->tag);
+		jw_kstr(w, "guest_path", e->guest_path);
+		jw_kstr(w, "fs_type", e->fs_type);
+		if (e->read_only)
 			jw_kbool(w, "read_only", true);
 		jw_obj_end(w);
 	}
 	jw_arr_end(w);
 }
 
-void mounts_unmount_all(struct stereod *d)
+struct mount_list {
+	const char *helper;
+	struct mount_entry *e;
+	size_t n;
+};
+
+struct mount_list *mounts_detach(struct mounts *m)
 {
-	while (d->nmounts) {
-		struct mount_entry *m = &d->mounts[--d->nmounts];
+	struct mount_list *l = xcalloc(1, sizeof *l);
+	l->helper = m->conf.helper;
+	l->n = m->n;
+	l->e = xmalloc((m->n ? m->n : 1) * sizeof *l->e);
+	memcpy(l->e, m->table, m->n * sizeof *l->e);
+	m->n = 0;
+	return l;
+}
+
+void mount_list_unmount(struct mount_list *l)
+{
+	while (l->n) {
+		struct mount_entry *e = &l->e[--l->n];
 		char err[ERRBUF] = "";
 		int rc = 0;
-		if (d->mount_helper) {
-			const char *args[] = {"umount", m->target, NULL};
-			rc = run_sh(d->mount_helper, args, 10000, err);
+		if (l->helper) {
+			const char *args[] = {"umount", e->target, NULL};
+			rc = run_sh(l->helper, args, HELPER_TIMEOUT_MS, err);
 			if (rc > 0)
 				errf(err, "the mount helper exited %d", rc);
-		} else if (umount2(m->target, 0)) {
+		} else if (umount2(e->target, UMOUNT_NOFOLLOW)) {
 			/* busy (an agent still has files open): detach so shutdown can go on */
-			rc = umount2(m->target, MNT_DETACH) ? errf(err, "%s", strerror(errno)) : 0;
+			rc = umount2(e->target, MNT_DETACH | UMOUNT_NOFOLLOW) ? errf(err, "%s", strerror(errno)) : 0;
 		}
 		if (rc)
-			log_warn("unmount failed", "path=%s err=\"%s\"", m->guest_path, err);
+			log_warn("unmount failed", "path=%s err=\"%s\"", e->guest_path, err);
 		else
-			log_info("unmounted", "tag=%s path=%s", m->tag, m->guest_path);
-		free(m->tag);
-		free(m->guest_path);
-		free(m->fs_type);
-		free(m->target);
+			log_info("unmounted", "tag=%s path=%s", e->tag, e->guest_path);
+		entry_free(e);
 	}
+	free(l->e);
+	free(l);
+}
+
+void mounts_unmount_all(struct mounts *m)
+{
+	mount_list_unmount(mounts_detach(m));
 }

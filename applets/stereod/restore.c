@@ -1,7 +1,8 @@
 /* restore.c - the one recovery pipeline after a VM restore, host-announced (`restored`) or
  * detected (snapshot.c): step the wall clock, add host entropy and reseed the CRNG, thaw
- * (the thaw hooks then see the right time and a fresh RNG), write the new generation, set hostname and machine-id, reconfigure the network over
- * rtnetlink, then let stereod close stale connections and push lifecycle.
+ * (the thaw hooks then see the right time and a fresh RNG), write the new generation, set
+ * hostname and machine-id, reconfigure the network over rtnetlink, then let stereod close
+ * stale connections and push lifecycle.
  *
  * Every step runs even when an earlier one failed, and each is reported in the reply's
  * "steps" array. The network step talks rtnetlink directly (a few messages, no libnl) so
@@ -268,15 +269,9 @@ static void step_machine_id(struct snapshot *s, const char *id, struct steps *st
 	step_end(st, "machine_id", rc, why);
 }
 
-enum snap_rc restore_run(struct snapshot *s, struct restore_req *r, const char *source,
-			 void *keep, struct jw *w, char *err)
+void restore_steps(struct snapshot *s, struct restore_req *r, const char *source, struct steps *st)
 {
-	struct steps st = {.w = w};
-	if (s->detect_timer) {          /* the host announced what a detector saw: run once */
-		loop_timer_cancel(s->loop, s->detect_timer);
-		s->detect_timer = 0;
-		log_info("detected restore announced by the host", "source=%s", s->detect_source);
-	}
+	struct jw *w = st->w;
 	jw_kstr(w, "source", source);
 	jw_key(w, "steps");
 	jw_arr(w);
@@ -284,42 +279,38 @@ enum snap_rc restore_run(struct snapshot *s, struct restore_req *r, const char *
 	 * time and entropy no other clone has (neither step writes to a filesystem, so a frozen
 	 * one cannot block them) */
 	if (r->have_clock)
-		step_clock(s, r->wall_clock_ns, &st);
-	step_entropy(s, &r->entropy, &st);
+		step_clock(s, r->wall_clock_ns, st);
+	step_entropy(s, &r->entropy, st);
 	buf_wipe(&r->entropy);
-	snapshot_thaw_all(s, &st);
-	step_generation(s, r, &st);
+	snapshot_thaw_all(s, st);
+	step_generation(s, r, st);
 	if (r->hostname[0])
-		step_hostname(s, r->hostname, &st);
+		step_hostname(s, r->hostname, st);
 	if (r->machine_id[0])
-		step_machine_id(s, r->machine_id, &st);
+		step_machine_id(s, r->machine_id, st);
 	if (r->network >= 0)
-		net_apply(r->j, r->network, &st);
+		net_apply(r->j, r->network, st);
+}
+
+enum snap_rc restore_finish(struct snapshot *s, const char *source, void *keep, struct steps *st,
+			    char *err)
+{
+	struct jw *w = st->w;
 	if (s->restored) {
-		step_begin(&st, "connections");
+		step_begin(st, "connections");
 		int closed = s->restored(s->ctx, source, s->generation, keep);
 		jw_kint(w, "closed", closed < 0 ? 0 : closed);
-		step_end(&st, "connections", closed < 0 ? -1 : 0, "closing stale connections failed");
+		step_end(st, "connections", closed < 0 ? -1 : 0, "closing stale connections failed");
 	}
 	jw_arr_end(w);
 	jw_kint(w, "generation", (long long)s->generation);
 	s->restores++;
 	s->last_restore_ms = now_ms();
 	snap_detect_rebase(s);
-	enum snap_rc rc = steps_result(&st, err);
+	enum snap_rc rc = steps_result(st, err);
 	log_info("restored", "source=%s generation=%llu failed=%s", source,
 		 (unsigned long long)s->generation, rc == SNAP_OK ? "none" : err);
 	return rc;
-}
-
-enum snap_rc snapshot_restored(struct snapshot *s, const struct json *j, int payload,
-			       void *keep, struct jw *w, char *err)
-{
-	struct restore_req r;
-	enum snap_rc rc = restore_parse(j, payload, &r, err);
-	if (rc != SNAP_OK)
-		return rc;
-	return restore_run(s, &r, "host", keep, w, err);
 }
 
 /* ---- network over rtnetlink ---------------------------------------------------------------- */

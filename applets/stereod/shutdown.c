@@ -1,4 +1,5 @@
 /* shutdown.c - the shutdown sequence: state shutdown -> unmount all (LIFO) -> sync -> poweroff.
+ * Unmounting and sync run on the jobs worker (they can block); the daemon keeps answering.
  *
  * It runs from a zero-delay timer, i.e. after the current dispatch pass has flushed the ack
  * (or the 202) that announced it. The poweroff action is chosen by --poweroff:
@@ -55,14 +56,38 @@ static void power_off(struct stereod *d)
 	}
 }
 
+/* Unmounting (the helper, umount2 on a busy mount) and sync(2) can block: they run on the
+ * jobs worker, and the poweroff follows on the loop thread. */
+struct shutdown_job {
+	struct stereod *d;
+	struct mount_list *mounts;
+};
+
+static void shutdown_work(void *ctx)
+{
+	struct shutdown_job *j = ctx;
+	mount_list_unmount(j->mounts);
+	sync();
+	log_info("filesystems synced", "%s", "");
+}
+
+static void shutdown_done(void *ctx)
+{
+	struct shutdown_job *j = ctx;
+	power_off(j->d);
+	free(j);
+}
+
 static void run_shutdown(struct loop *l, void *ctx)
 {
 	struct stereod *d = ctx;
 	lc_event(d, EV_SHUTDOWN, d->shutdown_reason);
-	mounts_unmount_all(d);
-	sync();
-	log_info("filesystems synced", "%s", "");
-	power_off(d);
+	struct shutdown_job *j = xmalloc(sizeof *j);
+	*j = (struct shutdown_job){.d = d, .mounts = mounts_detach(d->mounts)};
+	if (jobs_run(d->jobs, shutdown_work, shutdown_done, j)) {
+		shutdown_work(j);
+		shutdown_done(j);
+	}
 }
 
 void shutdown_request(struct stereod *d, const char *reason)

@@ -1,5 +1,6 @@
 /* snapshot.c - quiesce before a VM snapshot and notice restores nobody announced.
  *
+ * Every operation runs off the loop thread (snapshot_request; see "operations" below).
  * snapshot_prepare: sync, run the freeze hooks (every file in ROOT/etc/stereos/hooks/freeze.d, by
  * name, each with the time left of a shared budget), FIFREEZE the listed filesystems, drop
  * the page cache when asked, and arm a watchdog that thaws after timeout_ms. Thaw is
@@ -23,6 +24,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/netlink.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -43,6 +45,29 @@
 #define COALESCE_MS 2000                /* detectors firing together report one restore */
 #define DETECT_GRACE_MS 5000            /* a detected restore waits this long for the host's */
 #define BACKSTOP_GRACE_MS 2000          /* the backstop child thaws this long after the watchdog */
+
+/* One operation (see "operations off the loop thread" below). */
+enum op_kind { OP_PREPARE, OP_ABORT, OP_RESTORED, OP_DETECTED, OP_WATCHDOG };
+struct snap_op {
+	struct snapshot *s;
+	enum op_kind kind;
+	struct buf text;               /* a copy of the request's payload, parsed into j */
+	struct json j;
+	int payload;                   /* token in j, -1 when none */
+	uint64_t timeout;              /* prepare */
+	bool drop, ran;
+	int freeze;
+	struct restore_req rr;         /* restored, detected */
+	const char *source;
+	void *keep;
+	struct buf body;               /* the reply object, written by w */
+	struct jw w;
+	struct steps st;               /* restore: carried from restore_steps to restore_finish */
+	enum snap_rc rc;
+	char err[ERRBUF];
+	snap_reply_fn reply;           /* NULL for the watchdog and detected restores: logged */
+	void *ctx;
+};
 
 /* ---- small shared helpers ----------------------------------------------------------------- */
 int snap_path(const struct snapshot *s, const char *path, char *out, size_t outsz)
@@ -252,9 +277,24 @@ static void run_hooks(struct snapshot *s, const char *arg, int64_t budget_ms, st
 }
 
 /* ---- freeze and thaw ------------------------------------------------------------------------ */
+/* The directory clean (absolute) names under the root, reached without following any symlink
+ * and without leaving the root (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): a link
+ * planted in the tree cannot make FIFREEZE hit another filesystem, such as the one holding
+ * the root. fd or -errno. */
+static int open_under_root(const struct snapshot *s, const char *clean)
+{
+	int rootfd = open(s->root[0] ? s->root : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return -errno;
+	int fd = open_resolve(rootfd, clean[1] ? clean + 1 : ".", O_RDONLY | O_DIRECTORY,
+			      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS);
+	close(rootfd);
+	return fd;
+}
+
 static void freeze_one(struct snapshot *s, const char *req_path, size_t len, struct steps *st)
 {
-	char clean[256], full[1024], why[ERRBUF] = "";
+	char clean[256], why[ERRBUF] = "";
 	step_begin(st, "freeze");
 	if (path_clean(req_path, len, clean, sizeof clean, why)) {
 		jw_key(st->w, "path");
@@ -268,10 +308,9 @@ static void freeze_one(struct snapshot *s, const char *req_path, size_t len, str
 	int fd = -1;
 	if (s->nfrozen == SNAP_MAX_FREEZE)
 		snprintf(why, sizeof why, "too many filesystems (max %d)", SNAP_MAX_FREEZE);
-	else if (snap_path(s, clean, full, sizeof full))
-		snprintf(why, sizeof why, "path too long");
-	else if ((fd = open(full, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		snprintf(why, sizeof why, "open: %s", strerror(errno));
+	else if ((fd = open_under_root(s, clean)) < 0)
+		snprintf(why, sizeof why, "open: %s", fd == -ELOOP ? "a symlink on the way (refused)" :
+			 fd == -EXDEV ? "outside the root (refused)" : strerror(-fd));
 	if (why[0]) {
 		step_end(st, label, -1, why);
 		return;
@@ -356,16 +395,12 @@ static void backstop_stop(struct snapshot *s)
 	s->backstop = -1;
 }
 
-/* One "thaw" step listing what was thawed; hooks run again with "thaw" when they ran. */
+/* One "thaw" step listing what was thawed; after a prepare, the hooks again with "thaw". */
 int snapshot_thaw_all(struct snapshot *s, struct steps *st)
 {
 	char why[ERRBUF] = "";
 	int failed = 0;
-	if (s->watchdog) {
-		loop_timer_cancel(s->loop, s->watchdog);
-		s->watchdog = 0;
-	}
-	backstop_stop(s);
+	backstop_stop(s);   /* the watchdog timer is the loop thread's: see snapshot_request */
 	step_begin(st, "thaw");
 	jw_key(st->w, "thawed");
 	jw_arr(st->w);
@@ -395,21 +430,16 @@ int snapshot_thaw_all(struct snapshot *s, struct steps *st)
 	return failed ? -1 : 0;
 }
 
+static void submit(struct snap_op *op);
+
+/* Neither abort nor restore came in time: thaw, off the loop like every other operation. */
 static void watchdog_fire(struct loop *l, void *ctx)
 {
 	struct snapshot *s = ctx;
-	struct buf b = {0};
-	struct jw w;
-	struct steps st = {.w = &w};
 	s->watchdog = 0;
-	jw_init(&w, &b);
-	jw_arr(&w);
-	snapshot_thaw_all(s, &st);
-	jw_arr_end(&w);
-	log_warn("snapshot watchdog: thawed, neither abort nor restore arrived in time",
-		 "steps=%s", buf_cstr(&b));
-	buf_free(&b);
-	buf_free(&st.fails);
+	struct snap_op *op = xcalloc(1, sizeof *op);
+	*op = (struct snap_op){.s = s, .kind = OP_WATCHDOG, .payload = -1};
+	submit(op);
 }
 
 /* ---- snapshot_prepare / snapshot_abort ----------------------------------------------------- */
@@ -442,19 +472,19 @@ enum snap_rc steps_result(struct steps *st, char *err)
 	return rc;
 }
 
-enum snap_rc snapshot_prepare(struct snapshot *s, const struct json *j, int payload,
-			      struct jw *w, char *err)
+/* The payload checks of snapshot_prepare (loop thread): SNAP_OK or SNAP_INVALID with err. */
+static enum snap_rc prepare_parse(struct snap_op *op, char *err)
 {
-	bool drop = false;
-	uint64_t timeout = DEFAULT_TIMEOUT_MS;
-	int freeze = -1, t;
+	const struct json *j = &op->j;
+	int payload = op->payload, freeze = -1, t;
+	op->timeout = DEFAULT_TIMEOUT_MS;
 	if (payload >= 0 && json_kind(j, payload) != JSON_OBJECT)
 		return errf(err, "payload must be an object"), SNAP_INVALID;
 	if (payload >= 0) {
-		if ((t = json_get(j, payload, "drop_caches")) >= 0 && json_bool(j, t, &drop))
+		if ((t = json_get(j, payload, "drop_caches")) >= 0 && json_bool(j, t, &op->drop))
 			return errf(err, "drop_caches must be a boolean"), SNAP_INVALID;
 		if ((t = json_get(j, payload, "timeout_ms")) >= 0 &&
-		    (json_u64(j, t, &timeout) || timeout < 1 || timeout > MAX_TIMEOUT_MS))
+		    (json_u64(j, t, &op->timeout) || op->timeout < 1 || op->timeout > MAX_TIMEOUT_MS))
 			return errf(err, "timeout_ms must be an integer 1..%d", MAX_TIMEOUT_MS),
 			       SNAP_INVALID;
 		if ((freeze = json_get(j, payload, "freeze")) >= 0) {
@@ -467,8 +497,19 @@ enum snap_rc snapshot_prepare(struct snapshot *s, const struct json *j, int payl
 					return errf(err, "freeze[%d] must be a string", i), SNAP_INVALID;
 		}
 	}
+	op->freeze = freeze;
+	return SNAP_OK;
+}
 
+/* sync, hooks, FIFREEZE, drop caches (worker thread). The watchdog is armed when it is done. */
+static void prepare_work(struct snap_op *op)
+{
+	struct snapshot *s = op->s;
+	const struct json *j = &op->j;
+	struct jw *w = &op->w;
 	struct steps st = {.w = w};
+	uint64_t timeout = op->timeout;
+	int freeze = op->freeze;
 	jw_key(w, "steps");
 	jw_arr(w);
 	/* a second prepare starts from a thawed system */
@@ -493,11 +534,11 @@ enum snap_rc snapshot_prepare(struct snapshot *s, const struct json *j, int payl
 		}
 		buf_free(&path);
 	}
-	if (drop)
+	if (op->drop)
 		drop_caches(s, &st);
 
 	s->prepared = true;
-	s->watchdog = loop_timer(s->loop, timeout, watchdog_fire, s);
+	s->watchdog_ms = (int64_t)timeout;
 	backstop_start(s, (int64_t)timeout);
 	jw_arr_end(w);
 	jw_key(w, "frozen");
@@ -506,57 +547,194 @@ enum snap_rc snapshot_prepare(struct snapshot *s, const struct json *j, int payl
 		jw_str(w, s->frozen[i].path);
 	jw_arr_end(w);
 	jw_kint(w, "timeout_ms", (long long)timeout);
-	enum snap_rc rc = steps_result(&st, err);
+	op->rc = steps_result(&st, op->err);
 	log_info("snapshot prepared", "frozen=%d timeout_ms=%llu failed=%d", s->nfrozen,
-		 (unsigned long long)timeout, rc != SNAP_OK);
-	return rc;
+		 (unsigned long long)timeout, op->rc != SNAP_OK);
 }
 
-enum snap_rc snapshot_abort(struct snapshot *s, struct jw *w, char *err)
+static void abort_work(struct snap_op *op)
 {
-	struct steps st = {.w = w};
-	jw_key(w, "steps");
-	jw_arr(w);
-	snapshot_thaw_all(s, &st);
-	jw_arr_end(w);
+	struct steps st = {.w = &op->w};
+	jw_key(&op->w, "steps");
+	jw_arr(&op->w);
+	snapshot_thaw_all(op->s, &st);
+	jw_arr_end(&op->w);
 	log_info("snapshot aborted", "failed=%d", st.nfail);
-	return steps_result(&st, err);
+	op->rc = steps_result(&st, op->err);
+}
+
+static void watchdog_work(struct snap_op *op)
+{
+	struct steps st = {.w = &op->w};
+	if (!op->s->prepared)   /* thawed meanwhile */
+		return;
+	jw_key(&op->w, "steps");
+	jw_arr(&op->w);
+	snapshot_thaw_all(op->s, &st);
+	jw_arr_end(&op->w);
+	op->rc = steps_result(&st, op->err);
+	op->ran = true;
+}
+
+/* ---- operations off the loop thread --------------------------------------------------------- */
+/* Every operation that thaws, freezes, runs hooks or restores goes through here: its blocking
+ * part (op_work) runs on the offload worker, one operation at a time, and op_done finishes it
+ * on the loop thread. While any is under way (s->busy) the loop side leaves the snapshot
+ * state alone: the detectors wait, and the watchdog is only armed or cancelled here. */
+static void op_work(void *arg)
+{
+	struct snap_op *op = arg;
+	jw_init(&op->w, &op->body);
+	jw_obj(&op->w);
+	switch (op->kind) {
+	case OP_PREPARE:
+		prepare_work(op);
+		break;
+	case OP_ABORT:
+		abort_work(op);
+		break;
+	case OP_WATCHDOG:
+		watchdog_work(op);
+		break;
+	default:
+		op->st.w = &op->w;
+		restore_steps(op->s, &op->rr, op->source, &op->st);
+		break;
+	}
+}
+
+static void detected(struct snapshot *s, const char *source);
+
+static void op_done(void *arg)
+{
+	struct snap_op *op = arg;
+	struct snapshot *s = op->s;
+	if (op->kind == OP_RESTORED || op->kind == OP_DETECTED)
+		op->rc = restore_finish(s, op->source, op->keep, &op->st, op->err);
+	jw_obj_end(&op->w);
+	s->busy--;
+	if (s->prepared && !s->watchdog)
+		s->watchdog = loop_timer(s->loop, s->watchdog_ms, watchdog_fire, s);
+	s->prepared_pub = s->prepared;
+	s->generation_pub = s->generation;
+	/* the reply's members without the object's braces */
+	const char *fields = op->body.len > 2 ? op->body.p + 1 : "";
+	size_t flen = op->body.len > 2 ? op->body.len - 2 : 0;
+	if (op->reply) {
+		op->reply(op->ctx, op->rc, fields, flen, op->err);
+	} else if (op->kind == OP_WATCHDOG && op->ran) {
+		log_warn("snapshot watchdog: thawed, neither abort nor restore arrived in time",
+			 "steps=%.*s", (int)flen, fields);
+	} else if (op->kind == OP_DETECTED) {
+		if (op->rc == SNAP_OK)
+			log_info("restore detected, recovered", "source=%s reply={%.*s}", op->source,
+				 (int)flen, fields);
+		else
+			log_warn("restore detected, recovery incomplete", "source=%s error=\"%s\" reply={%.*s}",
+				 op->source, op->err, (int)flen, fields);
+	}
+	buf_wipe(&op->rr.entropy);
+	json_free(&op->j);
+	buf_free(&op->text);
+	buf_free(&op->body);
+	free(op);
+	if (!s->busy && s->detect_pending) {
+		const char *src = s->detect_pending;
+		s->detect_pending = NULL;
+		detected(s, src);
+	}
+}
+
+static void submit(struct snap_op *op)
+{
+	struct snapshot *s = op->s;
+	/* every operation starts by thawing (or finds nothing to thaw): the old deadline is moot,
+	 * and op_done arms a new one when the system is left prepared */
+	if (s->watchdog) {
+		loop_timer_cancel(s->loop, s->watchdog);
+		s->watchdog = 0;
+	}
+	s->busy++;
+	if (!s->offload || s->offload(s->ctx, op_work, op_done, op)) {
+		op_work(op);
+		op_done(op);
+	}
+}
+
+void snapshot_request(struct snapshot *s, enum snap_kind kind, const struct json *j, int payload,
+		      void *keep, snap_reply_fn reply, void *ctx)
+{
+	char err[ERRBUF] = "";
+	struct snap_op *op = xcalloc(1, sizeof *op);
+	*op = (struct snap_op){.s = s, .kind = kind == SNAP_PREPARE ? OP_PREPARE :
+				   kind == SNAP_ABORT ? OP_ABORT : OP_RESTORED,
+			       .payload = -1, .keep = keep, .reply = reply, .ctx = ctx,
+			       .source = "host", .rr = {.network = -1}};
+	/* the request's text is gone once the handler returns: the operation keeps a copy */
+	enum snap_rc rc = SNAP_OK;
+	if (payload >= 0 && kind != SNAP_ABORT) {
+		const jsmntok_t *t = &j->tok[payload];
+		buf_append(&op->text, j->s + t->start, t->end - t->start);
+		if (json_parse(&op->j, buf_cstr(&op->text), op->text.len, false, err))
+			rc = SNAP_INVALID;
+		op->payload = 0;
+	}
+	if (rc == SNAP_OK && kind == SNAP_PREPARE)
+		rc = prepare_parse(op, err);
+	else if (rc == SNAP_OK && kind == SNAP_RESTORED)
+		rc = restore_parse(&op->j, op->payload, &op->rr, err);
+	if (rc != SNAP_OK) {
+		reply(ctx, rc, "", 0, err);
+		json_free(&op->j);
+		buf_free(&op->text);
+		free(op);
+		return;
+	}
+	if (kind == SNAP_RESTORED && s->detect_timer) {   /* the host announced it: run once */
+		loop_timer_cancel(s->loop, s->detect_timer);
+		s->detect_timer = 0;
+		log_info("detected restore announced by the host", "source=%s", s->detect_source);
+	}
+	submit(op);
 }
 
 uint64_t snapshot_generation(const struct snapshot *s)
 {
-	return s->generation;
+	return s->generation_pub;
 }
 
 /* ---- restore detection ------------------------------------------------------------------- */
 /* A detector fires at once when the VM resumes, a moment before the host's `restored` (which
  * brings the time, entropy and identity) can arrive. Recovering then would run the thaw
  * hooks with the snapshot's clock, so a detected restore waits DETECT_GRACE_MS and runs only
- * if the host has not announced it meanwhile (restore_run cancels the wait). */
+ * if the host has not announced it meanwhile (snapshot_request cancels the wait). */
 static void detected_run(struct loop *l, void *ctx)
 {
 	struct snapshot *s = ctx;
-	struct restore_req r = {.network = -1};
-	struct buf b = {0};
-	struct jw w;
-	char err[ERRBUF] = "", source[sizeof s->detect_source];
+	const char *source = s->detect_source;
 	(void)l;
 	s->detect_timer = 0;
-	snprintf(source, sizeof source, "%s", s->detect_source);
-	jw_init(&w, &b);
-	jw_obj(&w);
-	enum snap_rc rc = restore_run(s, &r, source, NULL, &w, err);
-	jw_obj_end(&w);
-	if (rc == SNAP_OK)
-		log_info("restore detected, recovered", "source=%s reply=%s", source, buf_cstr(&b));
-	else
-		log_warn("restore detected, recovery incomplete", "source=%s error=\"%s\" reply=%s",
-			 source, err, buf_cstr(&b));
-	buf_free(&b);
+	if (s->busy) {                 /* after the operation under way (it may be a restore) */
+		s->detect_pending = source;
+		return;
+	}
+	if (s->last_restore_ms && now_ms() - s->last_restore_ms < COALESCE_MS) {
+		log_info("restore detector fired again, already recovered", "source=%s", source);
+		return;
+	}
+	struct snap_op *op = xcalloc(1, sizeof *op);
+	*op = (struct snap_op){.s = s, .kind = OP_DETECTED, .payload = -1, .source = source,
+			       .rr = {.network = -1}};
+	submit(op);
 }
 
+/* source: a string literal (it outlives the wait). */
 static void detected(struct snapshot *s, const char *source)
 {
+	if (s->busy) {                 /* after the operation under way (it may be a restore) */
+		s->detect_pending = source;
+		return;
+	}
 	if ((s->last_restore_ms && now_ms() - s->last_restore_ms < COALESCE_MS) || s->detect_timer) {
 		log_info("restore detector fired again, already recovered or waiting", "source=%s",
 			 source);
@@ -564,7 +742,7 @@ static void detected(struct snapshot *s, const char *source)
 	}
 	log_info("restore detected, waiting for the host's restored", "source=%s grace_ms=%d", source,
 		 DETECT_GRACE_MS);
-	snprintf(s->detect_source, sizeof s->detect_source, "%s", source);
+	s->detect_source = source;
 	s->detect_timer = loop_timer(s->loop, DETECT_GRACE_MS, detected_run, s);
 }
 
@@ -578,6 +756,11 @@ void snap_detect_rebase(struct snapshot *s)
 static void tick(struct loop *l, void *ctx)
 {
 	struct snapshot *s = ctx;
+	s->cpu_prev = s->cpu_last;
+	cpu_sample_read(&s->cpu_last);
+	s->tick = loop_timer(l, TICK_MS, tick, s);
+	if (s->busy)                   /* an operation owns the clocks' bases until it is done */
+		return;
 	int64_t mono = clock_raw(CLOCK_MONOTONIC);
 	int64_t boot = snap_clock_ns(s, CLOCK_BOOTTIME) - mono;
 	int64_t real = snap_clock_ns(s, CLOCK_REALTIME) - mono;
@@ -592,10 +775,6 @@ static void tick(struct loop *l, void *ctx)
 		detected(s, "clock");
 	else if (llabs(dreal) > JUMP_NS)
 		log_info("wall clock stepped", "by_ms=%lld", (long long)(dreal / 1000000));
-
-	s->cpu_prev = s->cpu_last;
-	cpu_sample_read(&s->cpu_last);
-	s->tick = loop_timer(l, TICK_MS, tick, s);
 }
 
 /* Some kernels' vmgenid driver sends "change@..." with NEW_VMGENID=1 when the VM generation
@@ -694,6 +873,7 @@ struct snapshot *snapshot_new(struct loop *l, const struct snap_opts *o, char *e
 		return errf(err, "out of memory"), NULL;
 	s->loop = l;
 	s->restored = o->restored;
+	s->offload = o->offload;
 	s->ctx = o->ctx;
 	s->uevent_fd = -1;
 	s->kmsg_fd = -1;
@@ -714,6 +894,7 @@ struct snapshot *snapshot_new(struct loop *l, const struct snap_opts *o, char *e
 	if (!snap_path(s, "/run/stereos/generation", gen, sizeof gen) && !read_file(gen, &b, 64))
 		s->generation = strtoull(buf_cstr(&b), NULL, 10);
 	buf_free(&b);
+	s->generation_pub = s->generation;
 	snap_detect_rebase(s);
 	cpu_sample_read(&s->cpu_last);
 	s->cpu_prev = s->cpu_last;

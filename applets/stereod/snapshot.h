@@ -26,28 +26,37 @@ enum snap_rc {
  * subscribers. Returns the number of connections closed. */
 typedef int (*snap_restored_fn)(void *ctx, const char *source, uint64_t generation, void *keep);
 
+/* Runs work(arg) off the loop thread, then done(arg) on it, one operation at a time in
+ * submission order (stereod: jobs_run); 0, or an error and then both run at once on the loop. */
+typedef int (*snap_offload_fn)(void *ctx, void (*work)(void *), void (*done)(void *), void *arg);
+
 struct snap_opts {
 	const char *root;             /* prefix of every path touched ("/" in production) */
 	snap_restored_fn restored;
-	void *ctx;
+	snap_offload_fn offload;      /* NULL: everything on the loop thread */
+	void *ctx;                    /* for restored and offload */
 };
 
 struct snapshot;
 
 /* Reads STEREO_FAKE_CLOCK (tests only; see docs/snapshot.md) and the saved generation, starts
- * the restore detectors (clock jumps, vmgenid uevents) on l. NULL with err on failure. */
+ * the restore detectors (the kernel log, clock jumps, vmgenid uevents) on l. NULL with err on
+ * failure. */
 struct snapshot *snapshot_new(struct loop *l, const struct snap_opts *o, char *err);
 /* Thaws anything still frozen, stops the detectors. */
 void snapshot_free(struct snapshot *s);
 
-/* payload is the payload token (-1 when the request had none); w sits inside the reply's open
- * object. err gets a one-line summary when the result is not SNAP_OK. */
-enum snap_rc snapshot_prepare(struct snapshot *s, const struct json *j, int payload,
-			      struct jw *w, char *err);
-enum snap_rc snapshot_abort(struct snapshot *s, struct jw *w, char *err);
-/* keep: the requester's connection (opaque), passed to the restored callback. */
-enum snap_rc snapshot_restored(struct snapshot *s, const struct json *j, int payload,
-			       void *keep, struct jw *w, char *err);
+/* The requests. The payload is checked at once (a bad one is answered at once with
+ * SNAP_INVALID, nothing done); the work then runs through the offload hook and reply runs on
+ * the loop thread when it is done. fields: the reply object's members without the braces
+ * ("\"steps\":[...],..."), err a one-line summary when rc is not SNAP_OK. payload: the
+ * payload token, -1 when absent (its text is copied: j may go once this returns). keep: the
+ * requester's connection (opaque), passed to the restored callback. */
+enum snap_kind { SNAP_PREPARE, SNAP_ABORT, SNAP_RESTORED };
+typedef void (*snap_reply_fn)(void *ctx, enum snap_rc rc, const char *fields, size_t len,
+			      const char *err);
+void snapshot_request(struct snapshot *s, enum snap_kind kind, const struct json *j, int payload,
+		      void *keep, snap_reply_fn reply, void *ctx);
 /* The metrics object's fields (envd's names where envd has the value). */
 void snapshot_metrics(struct snapshot *s, struct jw *w);
 uint64_t snapshot_generation(const struct snapshot *s);
@@ -83,13 +92,22 @@ struct snapshot {
 	struct loop *loop;
 	char root[512];                /* "" for "/" so root + "/etc/x" is always right */
 	snap_restored_fn restored;
+	snap_offload_fn offload;
 	void *ctx;
+
+	/* operations (snapshot.c): while busy, one is under way off the loop thread and owns the
+	 * state below; the loop thread reads the *_pub copies, made when each one is done */
+	int busy;
+	const char *detect_pending;    /* a detector fired while busy: run it afterwards */
+	bool prepared_pub;
+	uint64_t generation_pub;
 
 	/* prepare state */
 	bool prepared;
 	struct snap_frozen frozen[SNAP_MAX_FREEZE];
 	int nfrozen;
-	uint64_t watchdog;             /* loop timer id, 0 when none */
+	uint64_t watchdog;             /* loop timer id, 0 when none (loop thread only) */
+	int64_t watchdog_ms;           /* the prepare's timeout: armed when the prepare is done */
 	int backstop;                  /* pidfd of the child that thaws if stereod cannot, or -1 */
 
 	/* restore state */
@@ -104,7 +122,7 @@ struct snapshot {
 	uint64_t tick;
 	int uevent_fd;
 	uint64_t detect_timer;         /* a detected restore waiting for the host's, 0 when none */
-	char detect_source[16];
+	const char *detect_source;     /* its detector's name (a string literal) */
 	int kmsg_fd;                   /* /dev/kmsg, for the kernel's "virtual machine fork" line */
 
 	/* metrics: /proc/stat samples of the last two ticks */
@@ -145,8 +163,13 @@ struct restore_req {
 	const struct json *j;
 };
 enum snap_rc restore_parse(const struct json *j, int payload, struct restore_req *r, char *err);
-enum snap_rc restore_run(struct snapshot *s, struct restore_req *r, const char *source,
-			 void *keep, struct jw *w, char *err);
+/* The pipeline in two halves: restore_steps (off the loop: thaw, clock, entropy, generation,
+ * hostname, machine-id, network; st->w sits in the reply's open object and is left inside the
+ * open steps array) and restore_finish (loop thread: the restored callback, the rest of the
+ * reply). r->entropy is wiped. */
+void restore_steps(struct snapshot *s, struct restore_req *r, const char *source, struct steps *st);
+enum snap_rc restore_finish(struct snapshot *s, const char *source, void *keep, struct steps *st,
+			    char *err);
 /* restore.c: the network object {interface, mac?, mtu?, addresses?, gateway?, routes?} */
 int net_validate(const struct json *j, int net, char *err);
 void net_apply(const struct json *j, int net, struct steps *st);

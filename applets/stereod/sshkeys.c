@@ -4,12 +4,16 @@
  * fds opened with O_NOFOLLOW, ownership is set with fchown on those fds, and the file is
  * replaced by renameat from a fresh O_EXCL temp file, so a symlinked ~/.ssh is refused and a
  * symlinked authorized_keys is replaced, never followed. Nothing outside the home is written
- * or chowned. Upstream replaces the file with the injected key; "append": true adds the key
- * once instead.
+ * or chowned. The home comes from the passwd file and is resolved inside --root (as if ROOT
+ * were /, openat2 RESOLVE_IN_ROOT), so under a scratch root every write stays in it.
+ * Upstream replaces the file with the injected key; "append": true adds the key once instead,
+ * and reads the old file only when it is a regular file owned by the user with one link (a
+ * hard link to a root-only file would otherwise be copied into a file the user can read).
  * Spec: shared/spec/protocol.md §5 (SSH keys)
  */
 #include "stereod.h"
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -87,8 +91,9 @@ static size_t key_identity(const char *s, size_t n)
 	return i;
 }
 
-/* Read the existing authorized_keys through sshfd (refusing anything but a regular file). */
-static int read_existing(int sshfd, struct buf *out, char *err)
+/* Read the existing authorized_keys through sshfd: only a regular file of at most 1 MiB,
+ * owned by the user (or by us when we are not root), with exactly one link. */
+static int read_existing(int sshfd, uid_t uid, struct buf *out, char *err)
 {
 	int fd = openat(sshfd, "authorized_keys", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {
@@ -100,6 +105,15 @@ static int read_existing(int sshfd, struct buf *out, char *err)
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > AUTH_KEYS_MAX) {
 		close(fd);
 		return errf(err, "authorized_keys is not a regular file of at most 1 MiB");
+	}
+	if (st.st_nlink != 1) {
+		close(fd);
+		return errf(err, "authorized_keys has %lu links (a hard link?): not appending",
+			    (unsigned long)st.st_nlink);
+	}
+	if (st.st_uid != uid && (geteuid() == 0 || st.st_uid != geteuid())) {
+		close(fd);
+		return errf(err, "authorized_keys is not owned by the user: not appending");
 	}
 	buf_reserve(out, st.st_size + 1);
 	for (;;) {
@@ -128,7 +142,7 @@ int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err)
 	gid_t gid;
 	struct buf home = {0}, data = {0};
 	int homefd = -1, sshfd = -1, rc = -1;
-	int e = user_lookup(d, user, &uid, &gid, &home);
+	int e = user_lookup(d->passwd_path, user, &uid, &gid, &home);
 	if (e) {
 		errf(err, e == -ENOENT ? "unknown user %s" : "looking up user %s: %s", user, strerror(-e));
 		goto out;
@@ -137,9 +151,17 @@ int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err)
 		errf(err, "user %s has no absolute home directory", user);
 		goto out;
 	}
-	homefd = open(home.p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int rootfd = open(d->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0) {
+		errf(err, "opening the root %s: %s", d->root, strerror(errno));
+		goto out;
+	}
+	homefd = open_resolve(rootfd, home.p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW,
+			      RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+	close(rootfd);
 	if (homefd < 0) {
-		errf(err, "opening home %s: %s", home.p, errno == ELOOP ? "it is a symlink" : strerror(errno));
+		errf(err, "opening home %s: %s", home.p, homefd == -ELOOP ? "it is a symlink" : strerror(-homefd));
+		homefd = -1;
 		goto out;
 	}
 	struct stat st;
@@ -166,7 +188,7 @@ int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err)
 		goto out;
 	}
 	if (r->append) {
-		if (read_existing(sshfd, &data, err))
+		if (read_existing(sshfd, uid, &data, err))
 			goto out;
 		size_t id = key_identity(r->key.p, klen);
 		for (size_t off = 0; off < data.len;) {

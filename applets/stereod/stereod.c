@@ -58,12 +58,14 @@ config STEREOD
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-char *path_under_root(const struct stereod *d, const char *path)
+static char *path_under_root(const struct stereod *d, const char *path)
 {
 	size_t rl = strlen(d->root);
 	while (rl > 0 && d->root[rl - 1] == '/')
@@ -139,24 +141,24 @@ static int make_dir(const char *path, mode_t mode, gid_t gid, char *err)
 	return 0;
 }
 
-static int open_listener(struct stereod *d, char *where, size_t wsz, char *err)
+int stereod_listen(struct stereod *d, unsigned vsock_port, const char *tcp_addr, char *where,
+		   size_t wsz, char *err)
 {
 	bool vsock = !strcmp(d->listen_mode, "vsock") ||
 		     (!strcmp(d->listen_mode, "auto") && vsock_available());
 	int fd;
 	if (vsock) {
-		fd = sock_listen_vsock(-1U /* VMADDR_CID_ANY */, d->vsock_port, err);
+		fd = sock_listen_vsock(-1U /* VMADDR_CID_ANY */, vsock_port, err);
 		if (fd >= 0)
 			snprintf(where, wsz, "vsock:%d", sock_local_port(fd));
 		return fd;
 	}
-	fd = sock_listen_tcp(d->listen_addr, 1024, err);
+	fd = sock_listen_tcp(tcp_addr, 1024, err);
 	if (fd < 0)
 		return -1;
 	/* Report the address really bound (port 0 picks one). */
-	const char *colon = strrchr(d->listen_addr, ':');
-	snprintf(where, wsz, "%.*s:%d", (int)(colon - d->listen_addr), d->listen_addr,
-		 sock_local_port(fd));
+	const char *colon = strrchr(tcp_addr, ':');
+	snprintf(where, wsz, "%.*s:%d", (int)(colon - tcp_addr), tcp_addr, sock_local_port(fd));
 	if (where[0] == ':')
 		snprintf(where, wsz, "0.0.0.0:%d", sock_local_port(fd));
 	return fd;
@@ -166,15 +168,16 @@ static void on_signal(struct loop *l, const struct signalfd_siginfo *si, void *c
 {
 	struct stereod *d = ctx;
 	if (si->ssi_signo == SIGCHLD) {
+		/* Only the poweroff command is reaped here: every other child is waited for by
+		 * the code that started it, possibly on the jobs worker thread, and a waitpid(-1)
+		 * here would steal its status. */
 		int st;
-		pid_t pid;
-		while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
-			shutdown_child_exited(d, pid, st);
+		if (d->poweroff_pid > 0 && waitpid(d->poweroff_pid, &st, WNOHANG) == d->poweroff_pid)
+			shutdown_child_exited(d, d->poweroff_pid, st);
 		return;
 	}
 	log_info("stopping", "signal=%s", strsignal(si->ssi_signo));
-	d->stopping = true;
-	if (!agentd_stop(d))   /* else the poll in flight stops the loop when it ends */
+	if (!agentd_stop(d->agentd))   /* else the poll in flight stops the loop when it ends */
 		loop_stop(l);
 }
 
@@ -191,24 +194,47 @@ static void notify_ready(struct stereod *d, const char *where)
 	d->ready_fd = -1;
 }
 
+/* The hub's wiring: lifecycle transitions go to the subscribers, agentd's findings to the
+ * lifecycle, and polling ends with the shutdown state. */
+static void push_transition(void *ctx, enum lc_state to, const char *message)
+{
+	struct stereod *d = ctx;
+	if (d->ndjson)
+		ndjson_push_lifecycle(d->ndjson, lc_state_name(to), message);
+}
+
+static void agentd_event(void *ctx, enum lc_event ev, const char *message) { lc_event(ctx, ev, message); }
+
+static bool agentd_paused(void *ctx) { return ((struct stereod *)ctx)->state == ST_SHUTDOWN; }
+
 static int start(struct stereod *d)
 {
 	char err[ERRBUF], where[128];
 	gid_t admin = (gid_t)-1;
-	if (group_lookup(d, "admin", &admin))
+	if (group_lookup(d->group_path, "admin", &admin))
 		admin = (gid_t)-1;
 	if (make_dir(d->run_dir, 0755, admin, err) || make_dir(d->secrets_dir, 0700, 0, err) ||
 	    make_dir(d->config_dir, 0755, 0, err))
 		goto fail;
 	d->state = ST_BOOTING;
+	d->lc_notify = push_transition;
+	d->lc_ctx = d;
 	log_info("state booting", "state=booting");
 	if (secrets_setup(d, err))
 		goto fail;
-	int lfd = open_listener(d, where, sizeof where, err);
+	d->jobs = jobs_new(d->loop);
+	struct mounts_conf mc = {.root = d->root, .passwd = d->passwd_path, .group = d->group_path,
+				 .helper = d->mount_helper, .stand_in = d->mount_stand_in, .jobs = d->jobs};
+	d->mounts = d->jobs ? mounts_new(&mc) : NULL;
+	if (!d->mounts) {
+		errf(err, "out of memory");
+		goto fail;
+	}
+	int lfd = stereod_listen(d, d->vsock_port, d->listen_addr, where, sizeof where, err);
 	if (lfd < 0)
 		goto fail;
 	log_info("control plane listening", "addr=%s", where);
-	d->ndjson = ndjson_server_new(d, lfd);
+	d->ndjson = ndjson_server_new(d, lfd, &control_proto, NULL);
 	if (!d->ndjson) {
 		close(lfd);
 		errf(err, "starting the NDJSON server: out of memory");
@@ -227,7 +253,13 @@ static int start(struct stereod *d)
 	log_info("IPC server listening", "socket=%s", d->socket_path);
 	if (snapshot_setup(d, err))
 		goto fail;
-	agentd_start(d);
+	struct agentd_conf ac = {.loop = d->loop, .socket = d->agentd_socket, .poll_ms = d->poll_ms,
+				 .event = agentd_event, .paused = agentd_paused, .ctx = d};
+	d->agentd = agentd_new(&ac);
+	if (!d->agentd) {
+		errf(err, "starting the agentd poller: out of memory");
+		goto fail;
+	}
 	log_info("agentd poller started", "socket=%s interval_ms=%lld", d->agentd_socket, d->poll_ms);
 	lc_event(d, EV_STARTED, "stereod is ready");
 	notify_ready(d, where);
@@ -287,19 +319,15 @@ static char *opt_path(char *given, const struct stereod *d, const char *dflt)
 
 static void stereod_free(struct stereod *d)
 {
-	agentd_stop(d);
+	agentd_free(d->agentd);
 	ndjson_server_free(d->ndjson);
+	d->ndjson = NULL;
 	http_server_free(d->ipc);
+	d->ipc = NULL;
+	jobs_free(d->jobs);   /* after the servers: late replies go nowhere; before what jobs use */
 	secrets_teardown(d);
-	for (size_t i = 0; i < d->nmounts; i++) {
-		struct mount_entry *m = &d->mounts[i];
-		free(m->tag);
-		free(m->guest_path);
-		free(m->fs_type);
-		free(m->target);
-	}
+	mounts_free(d->mounts);
 	snapshot_teardown(d);
-	buf_free(&d->agents_json);
 	free(d->run_dir);
 	free(d->secrets_dir);
 	free(d->config_dir);
@@ -405,6 +433,11 @@ int stereod_main(int argc, char **argv)
 	d.passwd_path = opt_path(given[OPT_PASSWD], &d, "/etc/passwd");
 	d.group_path = opt_path(given[OPT_GROUP], &d, "/etc/group");
 
+	/* The daemon holds secrets: no core file, no ptrace or /proc/PID/mem by same-uid
+	 * processes, from before the first secret is read. */
+	struct rlimit nocore = {0, 0};
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) || setrlimit(RLIMIT_CORE, &nocore))
+		die_sys(EXIT_FAIL, "starting: making the process non-dumpable");
 	signal(SIGPIPE, SIG_IGN);
 	d.started_ms = now_ms();
 	d.loop = loop_new();

@@ -13,13 +13,6 @@ enum lc_state { ST_BOOTING, ST_READY, ST_HEALTHY, ST_DEGRADED, ST_SHUTDOWN };
 enum lc_event { EV_STARTED, EV_AGENT_RUNNING, EV_AGENT_ERROR, EV_AGENTD_LOST, EV_SHUTDOWN };
 enum poweroff_kind { POWEROFF_AUTO, POWEROFF_INIT, POWEROFF_SYSTEMD, POWEROFF_CMD, POWEROFF_NONE };
 
-#define MOUNTS_MAX 256
-
-struct mount_entry {
-	char *tag, *guest_path, *fs_type, *target;   /* target: guest_path under --root */
-	bool read_only;
-};
-
 struct stereod {
 	struct loop *loop;
 	/* configuration */
@@ -35,25 +28,29 @@ struct stereod {
 	/* running state */
 	int64_t started_ms;
 	enum lc_state state;
-	struct buf agents_json;      /* the agents array from the last good poll, "" when none */
-	size_t nagents;
-	bool agentd_seen, agentd_down_logged;
 	int secrets_fd;              /* the secrets directory, opened once it is set up */
 	bool secrets_on_tmpfs, secrets_mounted;
-	struct mount_entry mounts[MOUNTS_MAX];
-	size_t nmounts;
+	struct mounts *mounts;        /* mounts.c */
+	struct jobs *jobs;            /* jobs.c: the worker thread for blocking work */
 	bool shutting_down;
 	char shutdown_reason[256];
 	pid_t poweroff_pid;
 	struct ndjson_server *ndjson;
 	struct snapshot *snap;        /* snapshot_api.c */
 	struct http_server *ipc;
-	uint64_t poll_timer;
-	bool poll_in_flight, stopping;
+	struct agentd *agentd;        /* agentd.c */
+	/* lifecycle.c reports every transition here (stereod.c pushes it to subscribers) */
+	void (*lc_notify)(void *ctx, enum lc_state to, const char *message);
+	void *lc_ctx;
 };
 
 /* stereod.c */
-char *path_under_root(const struct stereod *d, const char *path);   /* xmalloc'd */
+/* Open a listening socket the way --listen-mode says: vsock port vsock_port (any CID), or
+ * TCP tcp_addr. where gets "vsock:PORT" or "HOST:PORT" as really bound. -1 with err, e.g.
+ * when auto finds no vsock transport. Every NDJSON server built on it applies the same peer
+ * checks at accept time. */
+int stereod_listen(struct stereod *d, unsigned vsock_port, const char *tcp_addr, char *where,
+		   size_t wsz, char *err);
 /* Run "/bin/sh -c CMD" (with argv[] as $1...) in a child with the default signal mask.
  * Returns the pid or -errno. */
 pid_t spawn_sh(const char *cmd, const char *const *args);
@@ -85,8 +82,48 @@ void reply_ack(struct req *r, bool ok, const char *error);
 void reply_begin(struct req *r, struct jw *w, const char *type);
 void reply_end(struct req *r, struct jw *w);
 
-struct ndjson_server *ndjson_server_new(struct stereod *d, int listen_fd);
+/* Deferred replies, for work that must not run on the loop thread (mount(2), hooks, sync):
+ * inside a handler, call reply_defer(r) instead of replying and return without writing. The
+ * request's id and type are copied; r, its line and its payload are gone after the return
+ * (copy what the work needs). The connection answers no further line (it stops reading;
+ * what it already buffered waits) until the reply is given, on the loop thread, with exactly
+ * one defer_ack or defer_reply, which writes it with the request's id (and reply_to), frees
+ * d and resumes the buffered lines in order. Other connections are served meanwhile. If the
+ * connection was closed meanwhile (client gone, evicted, restore), the call only frees d.
+ * reply_defer returns NULL when out of memory: then reply at once (reply_ack). */
+struct defer;
+struct defer *reply_defer(struct req *r);
+void defer_ack(struct defer *d, bool ok, const char *error);
+/* {"type":TYPE[,"id":ID][,"payload":...]}: payload (NULL for none) writes one JSON value. */
+void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w, void *ctx), void *ctx);
+/* IPC side: http_defer / http_defer_json / http_defer_error in common/http.h. */
+
+/* NDJSON servers (the listener API). One server per listening socket; each takes its line
+ * protocol as a struct ndjson_proto, so a second protocol (the guest-metadata listener) gets
+ * the same framing (lines up to NDJSON_MAX_LINE, replies in order, output high-water mark,
+ * input budget, deferred replies) and the same trust rules (who may connect: see
+ * stereod_listen and docs/stereod.md) on the same loop:
+ *   int fd = stereod_listen(d, 5555, d->metadata_addr, where, sizeof where, err);
+ *   s = ndjson_server_new(d, fd, &metadata_proto, md);
+ * line(): answer one complete non-blank line (NUL-terminated, writable, wiped afterwards) by
+ *   appending exactly one reply line (JSON + '
+') to ndjson_out(c), or by deferring it:
+ *   d = ndjson_defer(c), later defer_line(d, json, len) (the '
+' is added).
+ * error(): append the reply for a line that gets no dispatch (too long, over the input
+ *   budget, unfinished for too long); the connection is closed after it. */
+struct ndjson_proto {
+	const char *name;   /* for logs */
+	void (*line)(struct nconn *c, char *line, size_t len, void *ctx);
+	void (*error)(struct nconn *c, const char *msg, void *ctx);
+};
+extern const struct ndjson_proto control_proto;   /* the stereosd protocol; ctx unused */
+struct ndjson_server *ndjson_server_new(struct stereod *d, int listen_fd,
+					const struct ndjson_proto *proto, void *ctx);
 void ndjson_server_free(struct ndjson_server *s);
+struct buf *ndjson_out(struct nconn *c);
+struct defer *ndjson_defer(struct nconn *c);              /* NULL when out of memory */
+void defer_line(struct defer *d, const char *json, size_t len);
 /* Send a lifecycle push to every connection that sent "subscribe". */
 void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message);
 /* After a VM restore: close every connection but keep and the subscribers; how many closed. */
@@ -130,21 +167,67 @@ int secrets_remove(struct stereod *d, const char *name, size_t len, char *err);
 int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err);
 
 /* users.c: passwd/group lookups in the configured files (fgetpwent, no NSS) */
-int user_lookup(const struct stereod *d, const char *name, uid_t *uid, gid_t *gid, struct buf *home);
-int group_lookup(const struct stereod *d, const char *name, gid_t *gid);
+int user_lookup(const char *passwd, const char *name, uid_t *uid, gid_t *gid, struct buf *home);
+int group_lookup(const char *group, const char *name, gid_t *gid);
 
-/* mounts.c */
-int mounts_add(struct stereod *d, const struct mount_req *r, char *err);
-void mounts_list(struct stereod *d, struct jw *w);   /* writes a JSON array */
-void mounts_unmount_all(struct stereod *d);
+/* jobs.c: blocking work off the loop thread. work runs on the one worker thread, jobs one at
+ * a time in submission order; done then runs on the loop thread. jobs_run: 0, or -errno (the
+ * caller then runs the work itself). jobs_free finishes what was submitted, runs the pending
+ * done callbacks, and stops the worker. */
+typedef void (*job_fn)(void *ctx);
+struct jobs *jobs_new(struct loop *l);
+int jobs_run(struct jobs *j, job_fn work, job_fn done, void *ctx);
+void jobs_free(struct jobs *j);
+
+/* mounts.c: the mount table, its own state. The strings of the configuration are borrowed. */
+struct mounts_conf {
+	const char *root, *passwd, *group;   /* --root and the user database */
+	const char *helper, *stand_in;       /* --mount-helper, --mount-stand-in (NULL: none) */
+	struct jobs *jobs;                   /* where mounts_request runs the blocking part */
+};
+struct mounts *mounts_new(const struct mounts_conf *c);   /* NULL when out of memory */
+void mounts_free(struct mounts *m);                       /* forgets the table, unmounts nothing */
+/* A request in three steps, so the blocking middle can run off the loop thread:
+ * mounts_begin checks it and reserves the path (loop thread; NULL with err when refused),
+ * mount_op_run does the file system work (any thread, may block up to 10 s), and
+ * mounts_end records the mount or releases the path and frees op (loop thread; 0 or -1
+ * with err). mounts_add runs the three in a row. */
+struct mount_op;
+struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char *err);
+void mount_op_run(struct mount_op *op);
+int mounts_end(struct mounts *m, struct mount_op *op, char *err);
+int mounts_add(struct mounts *m, const struct mount_req *r, char *err);
+/* The same with the middle on the jobs worker: replied(ctx, rc, err) runs on the loop thread
+ * once it is decided (at once when refused by the checks). */
+typedef void (*mounts_reply_fn)(void *ctx, int rc, const char *err);
+void mounts_request(struct mounts *m, const struct mount_req *r, mounts_reply_fn replied, void *ctx);
+void mounts_list(const struct mounts *m, struct jw *w);   /* writes a JSON array */
+void mounts_unmount_all(struct mounts *m);                /* LIFO */
+/* The same in two steps, so unmounting can run off the loop thread: mounts_detach empties the
+ * table (loop thread), mount_list_unmount unmounts LIFO, logs and frees (any thread). */
+struct mount_list;
+struct mount_list *mounts_detach(struct mounts *m);
+void mount_list_unmount(struct mount_list *l);
 
 /* config.c */
 int config_set(struct stereod *d, const char *content, size_t len, char *err);
 
-/* agentd.c */
-void agentd_start(struct stereod *d);
+/* agentd.c: the agentd poller, its own state. Polling starts at once. */
+struct agentd_conf {
+	struct loop *loop;
+	const char *socket;       /* borrowed */
+	long long poll_ms;
+	/* what a poll shows, as a lifecycle event (lc_event), and whether polling is over (shutdown) */
+	void (*event)(void *ctx, enum lc_event ev, const char *message);
+	bool (*paused)(void *ctx);
+	void *ctx;
+};
+struct agentd *agentd_new(const struct agentd_conf *c);   /* NULL when out of memory */
+void agentd_free(struct agentd *a);
+/* The agents array of the last good poll as JSON ("[]" when none) and how many it holds. */
+size_t agentd_agents(const struct agentd *a, const char **json, size_t *len);
 /* Stop polling; true while a request is still in flight (its callback then stops the loop). */
-bool agentd_stop(struct stereod *d);
+bool agentd_stop(struct agentd *a);
 
 /* shutdown.c */
 /* Begin the shutdown sequence once the current replies are out (it runs from a timer). */

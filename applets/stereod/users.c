@@ -1,14 +1,15 @@
 /* users.c - user and group lookups in the configured passwd and group files.
  * fgetpwent/fgetgrent read the file we name; NSS is never consulted, so --root tests and a
- * static binary see exactly the files they are given.
+ * static binary see exactly the files they are given. They take the file's path, not the
+ * daemon, so every subsystem can use them with its own configuration.
  */
 #include "stereod.h"
 #include <grp.h>
 #include <pwd.h>
 
-int user_lookup(const struct stereod *d, const char *name, uid_t *uid, gid_t *gid, struct buf *home)
+int user_lookup(const char *passwd, const char *name, uid_t *uid, gid_t *gid, struct buf *home)
 {
-	FILE *f = fopen(d->passwd_path, "re");
+	FILE *f = fopen(passwd, "re");
 	if (!f)
 		return -errno;
 	struct passwd *pw;
@@ -29,9 +30,9 @@ int user_lookup(const struct stereod *d, const char *name, uid_t *uid, gid_t *gi
 	return rc;
 }
 
-int group_lookup(const struct stereod *d, const char *name, gid_t *gid)
+int group_lookup(const char *group, const char *name, gid_t *gid)
 {
-	FILE *f = fopen(d->group_path, "re");
+	FILE *f = fopen(group, "re");
 	if (!f)
 		return -errno;
 	struct group *gr;

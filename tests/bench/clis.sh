@@ -2,11 +2,13 @@
 # clis.sh - what one CLI invocation costs in a script: N runs each of stereo-host ping (with the
 # hello that learns ids, and --no-id), stereo-host health --json and stereo-health against a
 # local stereod. Floor: exec of the same static binary doing nothing but print its version
-# (process start-up, which no client can avoid). Figures only; nothing is asserted.
+# (process start-up, which no client can avoid). Floor and ours alternate over $ROUNDS rounds of n
+# runs each: median (min-max) of the per-round ratio. Figures only; nothing is asserted.
 set -eu
 top=${STEREO_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${STEREO_BIN:-$top/stereo}
-n=${N:-200}
+n=${N:-60}
+. "$top/tests/bench/lib.sh"
 out=$top/build/bench/clis
 rm -rf "$out"
 mkdir -p "$out/root"
@@ -31,34 +33,35 @@ addr=$(head -n1 "$out/ready")
 sock=$out/root/run/stereos/stereosd.sock
 
 ns_now() { date +%s%N; }
-# per_run LABEL CMD...: microseconds per invocation, the best mean of 3 rounds of n runs (the
-# machine is shared and noisy: the best round is the least disturbed one)
+# per_run CMD...: microseconds per invocation over n runs
 per_run() {
-	label=$1
-	shift
-	best=""
-	for round in 1 2 3; do
-		t0=$(ns_now)
-		k=0
-		while [ $k -lt "$n" ]; do
-			"$@" >/dev/null
-			k=$((k + 1))
-		done
-		t1=$(ns_now)
-		us=$(( (t1 - t0) / n / 1000 ))
-		if [ -z "$best" ] || [ "$us" -lt "$best" ]; then best=$us; fi
+	t0=$(ns_now)
+	k=0
+	while [ $k -lt "$n" ]; do
+		"$@" >/dev/null
+		k=$((k + 1))
 	done
-	echo "$best"
+	t1=$(ns_now)
+	echo $(( (t1 - t0) / n / 1000 ))
 }
 
-floor=$(per_run floor "$bin" --version)
-noid=$(per_run noid "$bin" stereo-host --tcp "$addr" --no-id ping)
-ping=$(per_run ping "$bin" stereo-host --tcp "$addr" ping)
-health=$(per_run health "$bin" stereo-host --tcp "$addr" --json health)
-probe=$(per_run probe "$bin" stereo-health --socket "$sock")
-ratio() { awk -v a="$1" -v b="$floor" 'BEGIN { printf "%.2f", a / b }'; }
-echo "floor: exec of the static binary (stereo --version): ${floor} us per run (n=$n)"
-echo "stereo-host --no-id ping (1 round trip):  ${noid} us  ratio $(ratio "$noid")"
-echo "stereo-host ping (hello + ping):          ${ping} us  ratio $(ratio "$ping")"
-echo "stereo-host --json health:                ${health} us  ratio $(ratio "$health")"
-echo "stereo-health (unix socket HTTP):         ${probe} us  ratio $(ratio "$probe")"
+fl="" a="" b="" c="" d="" ra="" rb="" rc="" rd=""
+r=0
+while [ $r -lt "$ROUNDS" ]; do
+	f=$(per_run "$bin" --version)
+	x=$(per_run "$bin" stereo-host --tcp "$addr" --no-id ping)
+	y=$(per_run "$bin" stereo-host --tcp "$addr" ping)
+	z=$(per_run "$bin" stereo-host --tcp "$addr" --json health)
+	w=$(per_run "$bin" stereo-health --socket "$sock")
+	fl="$fl $f" a="$a $x" b="$b $y" c="$c $z" d="$d $w"
+	ra="$ra $(ratio "$x" "$f")" rb="$rb $(ratio "$y" "$f")" rc="$rc $(ratio "$z" "$f")" rd="$rd $(ratio "$w" "$f")"
+	r=$((r + 1))
+done
+# shellcheck disable=SC2086
+{
+echo "floor: exec of the static binary (stereo --version): $(summary $fl) us per run (n=$n, $ROUNDS rounds)"
+echo "stereo-host --no-id ping (1 round trip):  $(summary $a) us  ratio $(summary $ra)"
+echo "stereo-host ping (hello + ping):          $(summary $b) us  ratio $(summary $rb)"
+echo "stereo-host --json health:                $(summary $c) us  ratio $(summary $rc)"
+echo "stereo-health (unix socket HTTP):         $(summary $d) us  ratio $(summary $rd)"
+}

@@ -8,11 +8,12 @@
 #   and restore detection: time from a BOOTTIME jump to the lifecycle push (bounded by the 1 s
 #   detector tick, plus the 5 s a detection waits for the host's restored; reported, not a target).
 # The wall clock is a fake-clock file: a benchmark never steps the real clock.
-# Figures only; nothing is asserted.
+# Floor and ours alternate over $ROUNDS rounds: median (min-max). Figures only; nothing is asserted.
 set -eu
 top=${STEREO_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${STEREO_BIN:-$top/stereo}
 t=${STEREO_T:-$top/build/t}
+. "$top/tests/bench/lib.sh"
 out=$top/build/bench/snapshot
 rm -rf "$out"
 mkdir -p "$out/root/etc" "$out/root/dev" "$out/root/mnt"
@@ -24,7 +25,7 @@ export STEREO_FAKE_CLOCK=$out/clock
 echo "0 0" >"$STEREO_FAKE_CLOCK"
 truncate -s 32M "$out/fs.img"
 mkfs.ext4 -q -F "$out/fs.img"
-n=${N:-300}
+n=${N:-120}
 pid=""
 cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null
@@ -83,11 +84,20 @@ wait $sub
 t1=$(ns_now)
 detect=$(( (t1 - t0) / 1000000 ))
 
-floor=$(per "$n" "$out/ping")
-restored=$(per "$n" "$out/restored")
-freeze=$(per "$m" "$out/freeze")
-
-echo "floor    ping round trip:                  ${floor} us"
-echo "ours     restored round trip:              ${restored} us  ($(awk "BEGIN{printf \"%.1f\", $restored/$floor}")x floor)"
-echo "ours     prepare(FIFREEZE)+abort(FITHAW):  ${freeze} us  ($(awk "BEGIN{printf \"%.1f\", $freeze/$floor}")x floor)"
-echo "detect   BOOTTIME jump -> lifecycle push:  ${detect} ms  (1 s detector tick + 5 s wait for the host's restored)"
+fl="" rs="" fz="" rr="" rf=""
+r=0
+while [ $r -lt "$ROUNDS" ]; do
+	f=$(per "$n" "$out/ping")
+	a=$(per "$n" "$out/restored")
+	b=$(per "$m" "$out/freeze")
+	fl="$fl $f" rs="$rs $a" fz="$fz $b" rr="$rr $(ratio "$a" "$f")" rf="$rf $(ratio "$b" "$f")"
+	r=$((r + 1))
+done
+# shellcheck disable=SC2086
+{
+echo "snapshot messages, $ROUNDS rounds alternating, median (min-max):"
+echo "floor    ping round trip:                  $(summary $fl) us"
+echo "ours     restored round trip:              $(summary $rs) us  ($(summary $rr)x floor)"
+echo "ours     prepare(FIFREEZE)+abort(FITHAW):  $(summary $fz) us  ($(summary $rf)x floor)"
+echo "detect   BOOTTIME jump -> lifecycle push:  ${detect} ms  (one sample; 1 s detector tick + 5 s wait for the host's restored)"
+}

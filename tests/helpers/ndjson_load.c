@@ -1,8 +1,8 @@
 /* ndjson_load.c - load generator and start-up timer for the stereod benchmark.
- *   ndjson_load load ADDR CONNS DEPTH MS REQUEST EXPECT
- *       keep DEPTH requests in flight on each of CONNS connections for MS milliseconds (one
- *       epoll loop); every reply line must equal EXPECT (or, when EXPECT is "=", the request);
- *       prints "replies/s N"
+ *   ndjson_load load ADDR CONNS DEPTH MS REQUEST EXPECT [COUNT]
+ *       keep DEPTH requests in flight on each of CONNS connections for MS milliseconds, or
+ *       until COUNT replies came (one epoll loop); every reply line must equal EXPECT (or, when
+ *       EXPECT is "=", the request); prints "replies/s N replies N"
  *   ndjson_load startup CMD ARGS...
  *       run CMD with a pipe as fd 3 (--ready-fd 3), time exec-to-readiness-line, wait 200 ms,
  *       print "ready_us N rss_kb N anon_kb N" (VmRSS; anonymous = its own memory), SIGTERM it
@@ -31,6 +31,7 @@ static int do_load(char **a)
 	long depth = atol(a[2]), ms = atol(a[3]);
 	const char *req = a[4];
 	const char *expect = strcmp(a[5], "=") ? a[5] : req;
+	long count = a[6] ? atol(a[6]) : 0;
 	size_t rl = strlen(req), el = strlen(expect);
 	char line[4096];
 	snprintf(line, sizeof line, "%s\n", req);
@@ -55,7 +56,7 @@ static int do_load(char **a)
 	long replies = 0;
 	int64_t start = now_ms(), end = start + ms;
 	struct epoll_event evs[64];
-	while (now_ms() < end) {
+	while (now_ms() < end && (!count || replies < count)) {
 		int n = epoll_wait(ep, evs, 64, 100);
 		for (int e = 0; e < n; e++) {
 			struct lconn *c = &cs[evs[e].data.u32];
@@ -86,7 +87,14 @@ static int do_load(char **a)
 		}
 	}
 	double secs = (now_ms() - start) / 1000.0;
-	printf("replies/s %.0f\n", replies / secs);
+	printf("replies/s %.0f replies %ld\n", replies / secs, replies);
+	for (int i = 0; i < conns; i++) {
+		close(cs[i].fd);
+		buf_free(&cs[i].in);
+	}
+	free(cs);
+	buf_free(&batch);
+	close(ep);
 	return 0;
 }
 
@@ -158,11 +166,11 @@ int main(int argc, char **argv)
 {
 	prog = "ndjson_load";
 	signal(SIGPIPE, SIG_IGN);
-	if (argc == 8 && !strcmp(argv[1], "load"))
+	if ((argc == 8 || argc == 9) && !strcmp(argv[1], "load"))
 		return do_load(argv + 2);
 	if (argc >= 3 && !strcmp(argv[1], "startup"))
 		return do_startup(argv + 2);
 	if (argc == 4 && !strcmp(argv[1], "atomic"))
 		return do_atomic(argv + 2);
-	die(EXIT_USAGE, "usage: ndjson_load load ADDR CONNS DEPTH MS REQUEST EXPECT | startup CMD... | atomic DIR MS");
+	die(EXIT_USAGE, "usage: ndjson_load load ADDR CONNS DEPTH MS REQUEST EXPECT [COUNT] | startup CMD... | atomic DIR MS");
 }

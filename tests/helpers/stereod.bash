@@ -11,7 +11,8 @@ stereod_setup() {
 	EV=$BATS_TEST_TMPDIR/events
 	LOG=$BATS_TEST_TMPDIR/stereod.log
 	mkdir -p "$R/etc" "$R/home/agent"
-	printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:%s/home/agent:/bin/sh\n' "$R" >"$R/etc/passwd"
+	# homes are resolved inside --root: /home/agent is $R/home/agent
+	printf 'root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/home/agent:/bin/sh\n' >"$R/etc/passwd"
 	printf 'root:x:0:\nadmin:x:1001:\nagent:x:1000:\n' >"$R/etc/group"
 	chown 1000:1000 "$R/home/agent"
 	: >"$EV"
