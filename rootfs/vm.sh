@@ -8,6 +8,7 @@
 #
 # usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE]
 #              [--append ARGS] [--mem MIB] [--pidfile FILE]
+#              [--qmp SOCK] [--vmgenid GUID|auto] [--mac MAC] [--fwd PORT:IP] [--incoming URI]
 #   --image   initramfs (default build/rootfs/initramfs.cpio.zst)
 #   --port    host loopback port forwarded to the guest's 1024 (default: a free one)
 #   --share   host directory shared over 9p (default build/vm/share), --tag its tag (share)
@@ -31,6 +32,7 @@ port="" share=$top/build/vm/share tag=share serial="" append="" mem=256 pidfile=
 qmp="" vmgenid="" mac="" fwd="" incoming=""
 usage() {
 	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB] [--pidfile FILE]" >&2
+	echo "             [--qmp SOCK] [--vmgenid GUID|auto] [--mac MAC] [--fwd PORT:IP] [--incoming URI]" >&2
 	exit 2
 }
 while [ $# -gt 0 ]; do
