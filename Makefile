@@ -169,5 +169,5 @@ kernel: deps
 rootfs: deps stereo
 	@sh rootfs/build.sh
 vm: rootfs
-	@sh rootfs/vm.sh
+	@sh rootfs/vm.sh $(VM_ARGS)
 .PHONY: kernel rootfs vm

@@ -1,6 +1,7 @@
 /* stereo-host.c - the host-side client of stereod: one NDJSON request per subcommand over
- * AF_VSOCK or TCP, replies matched by "id" when the daemon supports it, lifecycle pushes
- * skipped (or printed, by `events`). Mirrors the Go host client (seed 001) on the wire.
+ * AF_VSOCK, TCP or hybrid vsock (common/hostaddr.c), replies matched by "id" when the daemon
+ * supports it, lifecycle pushes skipped (or printed, by `events`). Mirrors the Go host client
+ * (seed 001) on the wire.
  *
  * Spec: shared/spec/protocol.md §1-4 and §8; design.md (exit codes, --json)
  */
@@ -8,10 +9,10 @@
 APPLET(stereo-host)
 
 config STEREO_HOST
-	bool "stereo-host: host-side client for stereod (vsock or TCP)"
+	bool "stereo-host: host-side client for stereod (vsock, TCP or hybrid vsock)"
 	default y
 	help
-	  usage: stereo-host [--tcp HOST:PORT | --vsock CID[:PORT]] [--timeout DUR]
+	  usage: stereo-host [--tcp HOST:PORT | --vsock CID[:PORT] | --uds PATH[:PORT]] [--timeout DUR]
 	                     [--connect-timeout DUR] [--json] [--no-id] COMMAND [ARGS]
 
 	  Talk to stereod inside a guest over its NDJSON control plane.
@@ -41,8 +42,12 @@ config STEREO_HOST
 	    metrics [--json]             cpu, memory, disk, load, pressure, generation
 
 	  Address: --tcp HOST:PORT, --vsock CID[:PORT] (CID 3, port 1024 by default),
-	  or STEREO_HOST_ADDR (vsock://3:1024, tcp://127.0.0.1:1024). --show-addr
-	  prints the address that would be used and exits.
+	  --uds PATH[:PORT] (hybrid vsock: the Unix socket Firecracker or Cloud
+	  Hypervisor expose for the guest's vsock device, port 1024 by default; the
+	  VMM must answer "CONNECT PORT" with "OK ..." within 2s), or
+	  STEREO_HOST_ADDR (vsock://3:1024, tcp://127.0.0.1:1024,
+	  unix:///run/vm/v.sock:1024). --show-addr prints the address that would be
+	  used and exits.
 
 	  --timeout DUR          per request (default 10s); after wait-ready it is the
 	                         overall deadline (default 60s), and each wait-ready
@@ -58,6 +63,7 @@ config STEREO_HOST
 */
 #include "common/stereo.h"
 #include "applets/cli.h"
+#include "common/hostaddr.h"
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -76,14 +82,12 @@ config STEREO_HOST
 
 /* ---- options ---------------------------------------------------------------------------- */
 enum {
-	OPT_TCP = 0x100, OPT_VSOCK, OPT_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_NO_ID, OPT_SHOW_ADDR,
+	OPT_TCP = 0x100, OPT_VSOCK, OPT_UDS, OPT_TIMEOUT, OPT_CONNECT_TIMEOUT, OPT_NO_ID, OPT_SHOW_ADDR,
 };
 
 struct opts {
 	/* global */
-	bool vsock;
-	char tcp[300];
-	unsigned cid, port;
+	struct hostaddr addr;
 	int timeout_ms, connect_timeout_ms;
 	bool json, no_id, show_addr;
 	/* per command */
@@ -101,66 +105,10 @@ struct opts {
 
 static struct opts o;
 
-/* ---- addresses ------------------------------------------------------------------------- */
-static int parse_u32(const char *s, size_t n, unsigned *out)
-{
-	if (!n || n > 10)
-		return -1;
-	unsigned long long v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	if (v > 0xffffffffULL)
-		return -1;
-	*out = (unsigned)v;
-	return 0;
-}
-
-/* "CID" or "CID:PORT" */
-static int parse_vsock(const char *s, char *err)
-{
-	const char *colon = strchr(s, ':');
-	size_t cl = colon ? (size_t)(colon - s) : strlen(s);
-	unsigned port = VSOCK_DEFAULT_PORT;
-	if (parse_u32(s, cl, &o.cid) || (colon && parse_u32(colon + 1, strlen(colon + 1), &port)))
-		return errf(err, "bad vsock address '%s' (want CID or CID:PORT)", s);
-	o.port = port;
-	o.vsock = true;
-	return 0;
-}
-
-static int parse_tcp(const char *s, char *err)
-{
-	const char *colon = strrchr(s, ':');
-	unsigned port;
-	if (!colon || colon == s || parse_u32(colon + 1, strlen(colon + 1), &port) || port > 65535 ||
-	    !port)
-		return errf(err, "bad TCP address '%s' (want HOST:PORT)", s);
-	if (strlen(s) >= sizeof o.tcp)
-		return errf(err, "TCP address '%s' is too long", s);
-	strcpy(o.tcp, s);
-	o.vsock = false;
-	return 0;
-}
-
-/* STEREO_HOST_ADDR: vsock://CID[:PORT] or tcp://HOST:PORT */
-static int parse_addr_url(const char *s, char *err)
-{
-	if (!strncmp(s, "vsock://", 8))
-		return parse_vsock(s + 8, err);
-	if (!strncmp(s, "tcp://", 6))
-		return parse_tcp(s + 6, err);
-	return errf(err, "bad STEREO_HOST_ADDR '%s' (want vsock://CID:PORT or tcp://HOST:PORT)", s);
-}
-
+/* ---- addresses (common/hostaddr.c) ---------------------------------------------------- */
 static void addr_str(char *out, size_t n)
 {
-	if (o.vsock)
-		snprintf(out, n, "vsock://%u:%u", o.cid, o.port);
-	else
-		snprintf(out, n, "tcp://%s", o.tcp);
+	hostaddr_str(&o.addr, out, n);
 }
 
 static int host_fail(int code, const char *cmd, const char *msg)
@@ -192,6 +140,7 @@ struct conn {
 	struct buf hello;             /* the hello reply line, when there was one */
 	bool (*on_push)(const struct reply *r);   /* events: print pushes; false = stop */
 	bool stop;
+	enum hostaddr_fail why;       /* why conn_open failed to connect (0: it did connect) */
 };
 
 static void reply_free(struct reply *r)
@@ -316,12 +265,8 @@ static int request(struct conn *c, const char *type, const struct buf *payload, 
  * hello; upstream stereosd answers an ack "unknown message type" and gets plain requests. */
 static int conn_open(struct conn *c, int connect_timeout_ms, char *err)
 {
-	char what[340];
-	addr_str(what, sizeof what);
-	bool to;
 	char e[ERRBUF];
-	c->fd = o.vsock ? sock_connect_vsock(o.cid, o.port, connect_timeout_ms, &to, e)
-			: sock_connect_tcp(o.tcp, connect_timeout_ms, &to, e);
+	c->fd = hostaddr_connect(&o.addr, connect_timeout_ms, &c->why, e);
 	if (c->fd < 0)
 		return seterr(err, RC_CONN, "%s", e);
 	ndjson_init(&c->in, NDJSON_MAX_LINE);
@@ -425,7 +370,9 @@ static void print_health_text(const struct json *j, int p)
 	int t = json_get(j, p, "uptime_seconds");
 	if (t >= 0)
 		json_u64(j, t, &up);
-	printf("state: %s\nuptime: %llus\n", state, (unsigned long long)up);
+	printf("state: ");
+	cli_put_safe(stdout, state, strlen(state));
+	printf("\nuptime: %llus\n", (unsigned long long)up);
 	cli_print_agents(j, json_get(j, p, "agents"));
 }
 
@@ -470,6 +417,7 @@ static int cmd_wait_ready(int argc, char **argv)
 	int64_t deadline = now_ms() + o.wait_ms;
 	struct conn c = {.fd = -1};
 	char err[ERRBUF] = "", last[ERRBUF] = "no answer yet";
+	bool have_last = false;
 	int saved_timeout = o.timeout_ms;
 	/* One attempt waits at most max(1 s, 2 x interval): a forwarder that accepts before the
 	 * guest listens (QEMU user networking) would otherwise cost a whole request timeout. */
@@ -492,8 +440,10 @@ static int cmd_wait_ready(int argc, char **argv)
 			if (!strcmp(state, "ready") || !strcmp(state, "healthy")) {
 				if (o.json)
 					cli_print_token(&r.j, r.payload);
-				else
-					printf("%s\n", state);
+				else {
+					cli_put_safe(stdout, state, strlen(state));
+					putchar('\n');
+				}
 				reply_free(&r);
 				conn_close(&c);
 				return EXIT_OK;
@@ -504,8 +454,19 @@ static int cmd_wait_ready(int argc, char **argv)
 				return host_fail(EXIT_FAIL, "wait-ready", "the guest is shutting down");
 			}
 			snprintf(last, sizeof last, "state %s", state);
+			have_last = true;
 		} else {
-			snprintf(last, sizeof last, "%s", err);
+			/* an attempt the deadline cut short says less than the one before it did */
+			if (!have_last || now_ms() < deadline)
+				snprintf(last, sizeof last, "%s", err);
+			have_last = true;
+			/* a guest that is not there yet is retried; a socket path we cannot use is not */
+			if (c.why == HOSTADDR_ERROR && o.addr.kind == HOSTADDR_UDS) {
+				conn_close(&c);
+				o.timeout_ms = saved_timeout;
+				return host_fail(EXIT_CONN, "wait-ready", err);
+			}
+			c.why = 0;
 			conn_close(&c);   /* a broken or confused connection is not reused */
 		}
 		reply_free(&r);
@@ -746,7 +707,10 @@ static int snapshot_request(const char *cmd, const char *type, struct buf *paylo
 			if (cli_json_str(&r.j, s, "path", what, sizeof what))
 				cli_json_str(&r.j, s, "name", what, sizeof what);
 			cli_json_str(&r.j, s, "error", why, sizeof why);
-			printf("%-4s %s%s", ok ? "ok" : "FAIL", name, *what ? " " : "");
+			printf("%-4s ", ok ? "ok" : "FAIL");
+			cli_put_safe(stdout, name, strlen(name));
+			if (*what)
+				putchar(' ');
 			cli_put_safe(stdout, what, strlen(what));
 			/* the step's other fields as key=value: skew_ms=-12 stepped=false */
 			for (int k = s + 1; k + 1 < r.j.ntok && r.j.tok[k].start < r.j.tok[s].end;
@@ -920,6 +884,7 @@ static const struct cmd {
 static const struct option global_opts[] = {
 	{"tcp", required_argument, NULL, OPT_TCP},
 	{"vsock", required_argument, NULL, OPT_VSOCK},
+	{"uds", required_argument, NULL, OPT_UDS},
 	{"timeout", required_argument, NULL, OPT_TIMEOUT},
 	{"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
 	{"json", no_argument, NULL, 'j'},
@@ -1031,8 +996,9 @@ int stereo_host_main(int argc, char **argv)
 {
 	o = (struct opts){.timeout_ms = DEFAULT_TIMEOUT_MS, .connect_timeout_ms = DEFAULT_TIMEOUT_MS,
 			  .wait_ms = WAIT_READY_TIMEOUT_MS, .interval_ms = WAIT_READY_INTERVAL_MS,
-			  .mode = 0600, .vsock = true, .generation = -1, .cid = VSOCK_GUEST_CID,
-			  .port = VSOCK_DEFAULT_PORT};
+			  .mode = 0600, .generation = -1,
+			  .addr = {.kind = HOSTADDR_VSOCK, .cid = VSOCK_GUEST_CID,
+				   .port = VSOCK_DEFAULT_PORT}};
 	signal(SIGPIPE, SIG_IGN);
 	char err[ERRBUF];
 	bool addr_flag = false;
@@ -1042,12 +1008,11 @@ int stereo_host_main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+:", global_opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_TCP:
-			if (parse_tcp(optarg, err))
-				return usage_error("%s", err);
-			addr_flag = true;
-			break;
 		case OPT_VSOCK:
-			if (parse_vsock(optarg, err))
+		case OPT_UDS:
+			if (c == OPT_TCP ? hostaddr_parse_tcp(&o.addr, optarg, err)
+			    : c == OPT_VSOCK ? hostaddr_parse_vsock(&o.addr, optarg, VSOCK_DEFAULT_PORT, err)
+					     : hostaddr_parse_uds(&o.addr, optarg, VSOCK_DEFAULT_PORT, err))
 				return usage_error("%s", err);
 			addr_flag = true;
 			break;
@@ -1072,8 +1037,8 @@ int stereo_host_main(int argc, char **argv)
 		}
 	}
 	const char *env = getenv("STEREO_HOST_ADDR");
-	if (!addr_flag && env && *env && parse_addr_url(env, err))
-		return usage_error("%s", err);
+	if (!addr_flag && env && *env && hostaddr_parse_url(&o.addr, env, VSOCK_DEFAULT_PORT, err))
+		return usage_error("STEREO_HOST_ADDR: %s", err);
 	if (o.show_addr) {
 		char a[340];
 		addr_str(a, sizeof a);

@@ -141,8 +141,10 @@ static int connect_to(int family, const struct sockaddr *sa, socklen_t sl, const
 	if (fd < 0)
 		return errf(err, "socket: %s", strerror(errno));
 	if (connect(fd, sa, sl) && errno != EINPROGRESS) {
-		errf(err, "connecting to %s: %s", what, strerror(errno));
+		int e = errno;
+		errf(err, "connecting to %s: %s", what, strerror(e));
 		close(fd);
+		errno = e;   /* callers tell "not there yet" (ENOENT, ECONNREFUSED) from the rest */
 		return -1;
 	}
 	int r = fd_wait(fd, POLLOUT, timeout_ms);
@@ -156,8 +158,10 @@ static int connect_to(int family, const struct sockaddr *sa, socklen_t sl, const
 		return -1;
 	}
 	if (r < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el) || soerr) {
-		errf(err, "connecting to %s: %s", what, strerror(soerr ? soerr : errno));
+		int e = soerr ? soerr : r < 0 ? -r : errno;
+		errf(err, "connecting to %s: %s", what, strerror(e));
 		close(fd);
+		errno = e;
 		return -1;
 	}
 	fd_set_nonblock(fd, 0);

@@ -218,7 +218,11 @@ static int run_init(struct init_opts *o)
 		log_error("signal setup", "error=\"%s\"", strerror(-rc));
 	log_info("starting", "pid=%d system=%d root=%s", (int)getpid(), o->system,
 		 *o->root ? o->root : "/");
-	modules_load(o->modules_file, o->root);
+	struct buf cmdline = {0};
+	if (*o->cmdline_file && read_file(o->cmdline_file, &cmdline, 65536))
+		buf_free(&cmdline);   /* load_net reports the error */
+	modules_load(o->modules_file, o->root, cmdline.p ? buf_cstr(&cmdline) : NULL);
+	buf_free(&cmdline);
 	boot_network(o);
 	power_init(c.l, o, c.s);
 	super_load(c.s);

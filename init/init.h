@@ -113,7 +113,7 @@ void early_boot(const struct init_opts *o);
 void set_hostname_from_file(const struct init_opts *o);
 
 /* modules.c */
-int modules_load(const char *file, const char *root);
+int modules_load(const char *file, const char *root, const char *cmdline);
 
 /* netcfg.c */
 struct netcfg;

@@ -11,6 +11,7 @@
 #   KDIR/release        the kernel release, e.g. 6.1.0-57-amd64
 #   KDIR/modules/*.ko   the modules the guest needs that are not built in
 #   KDIR/modules.order  their names, dependencies first (init loads them in this order)
+#   KDIR/want           the driver list the cache was made for (a new list redoes the cache)
 #
 # Environment: STEREO_KERNEL_PKG=linux-image-6.1.0-NN-amd64 pins the package (default: what
 # linux-image-amd64 depends on); KDIR overrides the cache directory. A cached kernel is reused
@@ -18,8 +19,9 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 KDIR=${KDIR:-$top/build/kernel}
-# the drivers the guest uses; their dependencies are found from each .ko's modinfo
-WANT="virtio_pci virtio_net 9pnet_virtio 9p vmw_vsock_virtio_transport"
+# the drivers the guest uses; their dependencies are found from each .ko's modinfo.
+# virtio_pci for PCI machines (q35), virtio_mmio for PCI-less ones (Firecracker, QEMU microvm).
+WANT="virtio_pci virtio_mmio virtio_net 9pnet_virtio 9p vmw_vsock_virtio_transport"
 
 say() { echo "kernel: $*" >&2; }
 fail() { echo "kernel: $*" >&2; exit 1; }
@@ -35,8 +37,9 @@ mkdir -p "$KDIR"
 exec 9>"$KDIR/.lock"
 flock -w 600 9 || fail "waited 10 minutes for $KDIR/.lock"
 # apt-cache takes about a second; its answer can only change when apt's lists do
-if [ -z "${STEREO_KERNEL_PKG:-}" ] && [ -s "$KDIR/pkg" ] && [ -s "$KDIR/vmlinux" ] &&
-	[ -f "$KDIR/modules.order" ] && [ "$KDIR/pkg" -nt /var/lib/apt/lists ]; then
+# (a cache made for another driver list is redone: KDIR/want records the list it was made for)
+fresh() { [ -s "$KDIR/vmlinux" ] && [ -f "$KDIR/modules.order" ] && [ "$(cat "$KDIR/want" 2>/dev/null)" = "$WANT" ]; }
+if [ -z "${STEREO_KERNEL_PKG:-}" ] && [ -s "$KDIR/pkg" ] && fresh && [ "$KDIR/pkg" -nt /var/lib/apt/lists ]; then
 	exit 0
 fi
 pkg=$(resolve_pkg || true)
@@ -53,7 +56,7 @@ fi
 case $pkg in linux-image-*) ;; *) fail "unexpected package name: $pkg" ;; esac
 
 # Up to date: same package, every output present.
-if [ "$(cat "$KDIR/pkg" 2>/dev/null)" = "$pkg" ] && [ -s "$KDIR/vmlinux" ] && [ -f "$KDIR/modules.order" ]; then
+if [ "$(cat "$KDIR/pkg" 2>/dev/null)" = "$pkg" ] && fresh; then
 	touch "$KDIR/pkg"
 	exit 0
 fi
@@ -130,5 +133,6 @@ mv "$work/modules.order" "$KDIR/modules.order"
 mv "$work/vmlinux" "$KDIR/vmlinux"
 cp "$work/boot/config-$release" "$KDIR/config"
 echo "$release" > "$KDIR/release"
+echo "$WANT" > "$KDIR/want"
 echo "$pkg" > "$KDIR/pkg"
 say "$pkg: vmlinux $(wc -c < "$KDIR/vmlinux") bytes, modules: $(tr '\n' ' ' < "$KDIR/modules.order")"

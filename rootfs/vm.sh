@@ -1,13 +1,14 @@
 #!/bin/sh
 # vm.sh - `make vm`: boot the rootfs under QEMU with Debian's generic kernel, booted as an
-# uncompressed vmlinux through its PVH entry on q35 (TCG; KVM when it really works here).
+# uncompressed vmlinux through its PVH entry on q35 or, Firecracker-shaped, on microvm
+# (virtio-mmio devices, no PCI) (TCG; KVM when it really works here).
 # The guest's control port 1024 is forwarded to 127.0.0.1:PORT only (user networking with
 # restrict=on: the guest reaches nothing outside), and DIR is shared over virtio-9p with the
 # mount tag TAG. With -no-reboot a guest poweroff or reboot ends QEMU (exit 0).
 # The script ends by exec'ing QEMU, so `vm.sh ... &` gives QEMU's PID in $!.
 #
 # usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE]
-#              [--append ARGS] [--mem MIB] [--pidfile FILE]
+#              [--append ARGS] [--mem MIB] [--pidfile FILE] [--machine q35|microvm]
 #              [--qmp SOCK] [--vmgenid GUID|auto] [--mac MAC] [--fwd PORT:IP] [--incoming URI]
 #   --image   initramfs (default build/rootfs/initramfs.cpio.zst)
 #   --port    host loopback port forwarded to the guest's 1024 (default: a free one)
@@ -15,6 +16,8 @@
 #   --serial  file for the guest console (default: this terminal)
 #   --append  more kernel command line
 #   --pidfile QEMU writes its PID there (for scripts that must kill it)
+#   --machine q35 (default: PCI devices) or microvm (virtio-mmio devices found through ACPI,
+#             as Firecracker >= 1.8 announces them on x86_64; docs/rootfs.md)
 # Snapshot and clone (tests/e2e-clone.bats, tests/bench/clone.sh; docs/snapshot.md):
 #   --qmp SOCK        a QMP unix socket (server, no wait)
 #   --vmgenid GUID    a vmgenid device with this GUID ("auto": a new one per QEMU start);
@@ -24,14 +27,17 @@
 #   --incoming URI    start from a migration stream (QEMU comes up paused: QMP cont)
 # Environment: STEREO_ACCEL=tcg|kvm forces the accelerator; STEREO_VM_BIOS=qboot (default
 # when installed)|seabios|FILE the firmware; KDIR the kernel cache; STEREO_VM_CID (default 3)
-# the guest CID when /dev/vhost-vsock exists.
+# the guest CID when /dev/vhost-vsock exists. STEREO_VM_TSC_KHZ: microvm under TCG only, the
+# guest's TSC frequency (default: the host's, from /proc/cpuinfo). STEREO_VM_MICROVM_ACPI=off:
+# microvm without ACPI; QEMU then announces the devices as virtio_mmio.device= words instead
+# (for kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES; Debian's has not).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 image=$top/build/rootfs/initramfs.cpio.zst
-port="" share=$top/build/vm/share tag=share serial="" append="" mem=256 pidfile=""
+port="" share=$top/build/vm/share tag=share serial="" append="" mem=256 pidfile="" machine=q35
 qmp="" vmgenid="" mac="" fwd="" incoming=""
 usage() {
-	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB] [--pidfile FILE]" >&2
+	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB] [--pidfile FILE] [--machine q35|microvm]" >&2
 	echo "             [--qmp SOCK] [--vmgenid GUID|auto] [--mac MAC] [--fwd PORT:IP] [--incoming URI]" >&2
 	exit 2
 }
@@ -46,6 +52,7 @@ while [ $# -gt 0 ]; do
 	--append) append=$2 ;;
 	--mem) mem=$2 ;;
 	--pidfile) pidfile=$2 ;;
+	--machine) machine=$2 ;;
 	# snapshot and clone
 	--qmp) qmp=$2 ;;
 	--vmgenid) vmgenid=$2 ;;
@@ -99,14 +106,43 @@ esac
 # 5 s from user space; a boot writes about 25.
 cmdline="console=ttyS0 quiet panic=-1 cryptomgr.notests noreplace-smp printk.devkmsg=on"
 cmdline="$cmdline ip=10.0.2.15::10.0.2.2:255.255.255.0:stereo:eth0:off"
-[ -n "$append" ] && cmdline="$cmdline $append"
+# stereod never serves TCP unasked: the host reaches it through the forwarded TCP port, so ask
+# (its peer is QEMU's gateway 10.0.2.2, not a local address: no --allow-local-peers needed).
+cmdline="$cmdline stereod.listen=tcp"
 
+# --- the machine: q35 (PCI) or microvm (virtio-mmio, Firecracker-shaped) ---------------------
+# microvm,acpi=on: Debian's kernel has virtio_mmio as a module without
+# CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so it finds the devices in the ACPI tables (LNRO0005),
+# not in virtio_mmio.device= words. Its firmware is QEMU's default for microvm (qboot).
+# Under TCG the kernel calibrates the TSC against the PIT; when the QEMU thread loses the CPU
+# during that window (a loaded host) the calibration fails, and microvm has no HPET or ACPI
+# PM timer to fall back on: the kernel marks the TSC unstable and hangs before any console
+# output. tsc_early_khz gives it the frequency instead: under TCG the guest's TSC is the
+# host's (docs/rootfs.md has the trial). KVM guests get it from kvmclock.
 vsock=""
+case $machine in
+q35)
+	qmachine=q35 devsuffix=pci romfile=",romfile="
+	;;
+microvm)
+	qmachine=microvm,acpi=${STEREO_VM_MICROVM_ACPI:-on} devsuffix=device romfile=""
+	[ -z "${STEREO_VM_BIOS:-}" ] && bios=""
+	if [ "$accel" = tcg ]; then
+		tsc=${STEREO_VM_TSC_KHZ:-}
+		if [ -z "$tsc" ] && grep -qw constant_tsc /proc/cpuinfo; then
+			tsc=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo)
+		fi
+		[ -n "$tsc" ] && cmdline="$cmdline tsc_early_khz=$tsc"
+	fi
+	;;
+*) usage ;;
+esac
+[ -n "$append" ] && cmdline="$cmdline $append"
 if [ -c /dev/vhost-vsock ] && [ -w /dev/vhost-vsock ]; then
-	vsock="-device vhost-vsock-pci,guest-cid=${STEREO_VM_CID:-3}"
+	vsock="-device vhost-vsock-$devsuffix,guest-cid=${STEREO_VM_CID:-3}"
 fi
 
-echo "vm: $accel, ${bios:+$(basename "${bios#-bios }"), }kernel $(cat "$kdir/release" 2>/dev/null), image $image ($(wc -c < "$image") bytes)" >&2
+echo "vm: $machine, $accel, ${bios:+$(basename "${bios#-bios }"), }kernel $(cat "$kdir/release" 2>/dev/null), image $image ($(wc -c < "$image") bytes)" >&2
 echo "vm: reach the guest with: stereo-host --tcp 127.0.0.1:$port wait-ready" >&2
 [ -n "$vsock" ] && echo "vm: or over vsock: stereo-host --vsock ${STEREO_VM_CID:-3}:1024 wait-ready" >&2
 echo "vm: 9p share $share (tag $tag); a guest poweroff ends QEMU" >&2
@@ -122,7 +158,7 @@ extra=""
 # A clone's devices must match the source's: every option here changes a property, never the
 # set of devices, except --vmgenid, which the source and its clones must all have.
 hostfwd="hostfwd=tcp:127.0.0.1:$port-:1024"
-nic=virtio-net-pci,netdev=n0,romfile=
+nic="virtio-net-$devsuffix,netdev=n0$romfile"
 set --
 if [ -n "$fwd" ]; then
 	case $fwd in *:*.*.*.*) ;; *) fail "--fwd wants PORT:IPV4, not $fwd" ;; esac
@@ -143,11 +179,11 @@ fi
 [ -n "$incoming" ] && set -- "$@" -incoming "$incoming"
 # ---------------------------------------------------------------------------------------------
 # shellcheck disable=SC2086 # cpu, vsock, console and extra are lists of words on purpose
-exec qemu-system-x86_64 -machine q35 -accel "$accel" $cpu $bios -m "$mem" -smp 1 \
+exec qemu-system-x86_64 -machine "$qmachine" -accel "$accel" $cpu $bios -m "$mem" -smp 1 \
 	-nodefaults -no-reboot -display none $console \
 	-kernel "$kdir/vmlinux" -initrd "$image" -append "$cmdline" \
 	-netdev "user,id=n0,restrict=on,$hostfwd" \
 	-device "$nic" \
 	-fsdev "local,id=fs0,path=$qshare,security_model=none" \
-	-device "virtio-9p-pci,fsdev=fs0,mount_tag=$tag" \
+	-device "virtio-9p-$devsuffix,fsdev=fs0,mount_tag=$tag" \
 	$vsock $extra "$@"

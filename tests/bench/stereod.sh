@@ -45,7 +45,7 @@ else
 	set -- "$bin" stereod --allow-disk-secrets
 	secrets_fs=disk
 fi
-set -- "$@" --listen-mode tcp --listen 127.0.0.1:0 --root "$work/root" --ready-fd 3 --poweroff none
+set -- "$@" --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$work/root" --ready-fd 3 --poweroff none
 start ours "$@"
 OURS=$ADDR
 
@@ -94,7 +94,7 @@ while [ $r -lt "$ROUNDS" ]; do
 	set -- $("$t/ndjson_load" startup "$t/echo_floor" --ready-fd 3)
 	fu="$fu $2" fr="$fr $4" fa="$fa $6"
 	rm -rf "$work/root2" && mkdir -p "$work/root2"
-	set -- $("$t/ndjson_load" startup "$bin" stereod --listen-mode tcp --listen 127.0.0.1:0 \
+	set -- $("$t/ndjson_load" startup "$bin" stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 \
 		--root "$work/root2" --ready-fd 3 --allow-disk-secrets --poweroff none)
 	ou="$ou $2" or_="$or_ $4" oa="$oa $6"
 	r=$((r + 1))
