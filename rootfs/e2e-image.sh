@@ -7,6 +7,9 @@ if [ ! -x "$probe" ] || [ "$top/rootfs/e2e-probe.c" -nt "$probe" ]; then
 	mv "$probe.$$" "$probe"
 fi
 cp "$probe" "$stage/bin/e2e-probe"
+# the probe is also a freeze hook: it logs what a snapshot's freeze and thaw see
+mkdir -p "$stage/etc/stereos/hooks/freeze.d"
+ln -sf /bin/e2e-probe "$stage/etc/stereos/hooks/freeze.d/50-e2e"
 mkdir -p "$stage/mnt/e2e" "$stage/etc/stereos/services"
 cat > "$stage/etc/stereos/services/stereod.conf" <<'CONF'
 # init's built-in default, written out because a services directory replaces it

@@ -5,13 +5,25 @@
  * manifest of their modes and owners, and writes DIR/hello last as the "done" marker. A
  * production image has no such service, so nothing leaves the guest that way there.
  *
- * usage: e2e-probe DIR
+ * It also writes DIR/identity (tests/e2e-clone.bats): the hostname, machine-id, eth0's MAC and
+ * IPv4 addresses, 32 bytes read from /dev/urandom at that moment, the clocks, the TCP
+ * connections of the control port and the kernel's random/vmgenid log lines, so a clone's
+ * identity, entropy and time can be checked from the host.
+ *
+ * Linked as a freeze hook (/etc/stereos/hooks/freeze.d/50-e2e), it appends "hook_freeze" or
+ * "hook_thaw" with CLOCK_REALTIME and 16 urandom bytes to /run/e2e-hooks, which the identity
+ * report copies: what a hook run by a restore sees of the time and the RNG.
+ *
+ * usage: e2e-probe DIR | e2e-probe freeze|thaw
  * It waits on /proc/self/mountinfo (POLLPRI fires on every mount table change), so it holds
  * no file open inside DIR and never delays the unmount at shutdown.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,8 +140,127 @@ static void copy_one(const char *src, const char *name, FILE *manifest)
 		say("writing %s/%s: %s", dir, name, strerror(-rc));
 }
 
+/* Append FILE's first line (without the newline) to m after label, or "-" when unreadable. */
+static void line_of(FILE *m, const char *label, const char *file)
+{
+	char b[256] = "-";
+	FILE *f = fopen(file, "re");
+	if (f) {
+		if (!fgets(b, sizeof b, f))
+			snprintf(b, sizeof b, "-");
+		fclose(f);
+	}
+	b[strcspn(b, "\n")] = 0;
+	fprintf(m, "%s %s\n", label, b);
+}
+
+static long long clock_ns(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* DIR/identity: one "key value" per line. */
+static void identity(void)
+{
+	char *text = NULL;
+	size_t tlen = 0;
+	FILE *m = open_memstream(&text, &tlen);
+	if (!m)
+		return;
+	/* first, so that they are as close as possible to the moment the mount appeared */
+	fprintf(m, "realtime_ns %lld\n", clock_ns(CLOCK_REALTIME));
+	fprintf(m, "monotonic_ns %lld\n", clock_ns(CLOCK_MONOTONIC));
+	fprintf(m, "boottime_ns %lld\n", clock_ns(CLOCK_BOOTTIME));
+	unsigned char rnd[32];
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && read(fd, rnd, sizeof rnd) == (ssize_t)sizeof rnd) {
+		fputs("urandom ", m);
+		for (size_t i = 0; i < sizeof rnd; i++)
+			fprintf(m, "%02x", rnd[i]);
+		fputc('\n', m);
+	}
+	if (fd >= 0)
+		close(fd);
+	struct utsname u;
+	if (!uname(&u))
+		fprintf(m, "hostname %s\n", u.nodename);
+	line_of(m, "machine_id", "/etc/machine-id");
+	line_of(m, "mac", "/sys/class/net/eth0/address");
+	struct ifaddrs *ifa = NULL;
+	if (!getifaddrs(&ifa)) {
+		for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
+			if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || strcmp(i->ifa_name, "eth0"))
+				continue;
+			char a[INET_ADDRSTRLEN];
+			struct in_addr mask = ((struct sockaddr_in *)i->ifa_netmask)->sin_addr;
+			inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, a, sizeof a);
+			fprintf(m, "addr %s/%d\n", a, __builtin_popcount(mask.s_addr));
+		}
+		freeifaddrs(ifa);
+	}
+	/* ACPI interrupts: a vmgenid change arrives as an ACPI notification (a GPE) */
+	line_of(m, "acpi_sci", "/sys/firmware/acpi/interrupts/sci");
+	DIR *gd = opendir("/sys/firmware/acpi/interrupts");
+	for (struct dirent *e; gd && (e = readdir(gd));) {
+		char path[300], b[128] = "";
+		if (strncmp(e->d_name, "gpe", 3) || strlen(e->d_name) != 5)
+			continue;
+		snprintf(path, sizeof path, "/sys/firmware/acpi/interrupts/%s", e->d_name);
+		FILE *g = fopen(path, "re");
+		if (g && fgets(b, sizeof b, g) && atol(b) > 0)
+			fprintf(m, "acpi_%s %s", e->d_name, b);
+		if (g)
+			fclose(g);
+	}
+	if (gd)
+		closedir(gd);
+	/* "tcp STATE REMOTE_IP:PORT" for each connection of the control port (1024 = 0x0400);
+	 * states are the kernel's numbers in hex (01 established) */
+	FILE *t = fopen("/proc/net/tcp", "re");
+	char l[512];
+	while (t && fgets(l, sizeof l, t)) {
+		unsigned lport, raddr, rport, st;
+		if (sscanf(l, " %*d: %*x:%x %x:%x %x", &lport, &raddr, &rport, &st) != 4 ||
+		    lport != 1024 || st == 0x0a)
+			continue;
+		struct in_addr ra = {.s_addr = raddr};
+		fprintf(m, "tcp %02x %s:%u\n", st, inet_ntoa(ra), rport);
+	}
+	if (t)
+		fclose(t);
+	/* the kernel's own account of a restore: the RNG and vmgenid lines of its log */
+	fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	for (ssize_t n; fd >= 0 && (n = read(fd, l, sizeof l - 1)) != 0;) {
+		if (n < 0) {
+			if (errno == EPIPE || errno == EINTR)
+				continue;
+			break;
+		}
+		l[n] = 0;
+		char *msg = strchr(l, ';');
+		if (msg && (strstr(msg, "random") || strstr(msg, "vmgenid") || strstr(msg, "crng")))
+			fprintf(m, "kmsg %s", msg + 1);
+	}
+	if (fd >= 0)
+		close(fd);
+	FILE *h = fopen("/run/e2e-hooks", "re");
+	while (h && fgets(l, sizeof l, h))
+		fputs(l, m);
+	if (h)
+		fclose(h);
+	fclose(m);
+	int rc = put("identity", text, tlen, 0644);
+	free(text);
+	if (rc)
+		say("writing %s/identity: %s", dir, strerror(-rc));
+}
+
 static void report(void)
 {
+	identity();
+
 	char *text = NULL;
 	size_t tlen = 0;
 	FILE *m = open_memstream(&text, &tlen);
@@ -175,8 +307,29 @@ static void report(void)
 		say("report written to %s", dir);
 }
 
+/* As a freeze hook: one line into /run/e2e-hooks. */
+static int hook(const char *phase)
+{
+	unsigned char rnd[16];
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	long long now = clock_ns(CLOCK_REALTIME);
+	if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd)
+		return 1;
+	close(fd);
+	FILE *f = fopen("/run/e2e-hooks", "ae");
+	if (!f)
+		return 1;
+	fprintf(f, "hook_%s %lld ", phase, now);
+	for (size_t i = 0; i < sizeof rnd; i++)
+		fprintf(f, "%02x", rnd[i]);
+	fputc('\n', f);
+	return fclose(f) ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 2 && (!strcmp(argv[1], "freeze") || !strcmp(argv[1], "thaw")))
+		return hook(argv[1]);
 	if (argc != 2 || argv[1][0] != '/') {
 		fprintf(stderr, "usage: e2e-probe DIR\n");
 		return 2;

@@ -9,6 +9,7 @@
 #
 # usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE]
 #              [--append ARGS] [--mem MIB] [--pidfile FILE] [--machine q35|microvm]
+#              [--qmp SOCK] [--vmgenid GUID|auto] [--mac MAC] [--fwd PORT:IP] [--incoming URI]
 #   --image   initramfs (default build/rootfs/initramfs.cpio.zst)
 #   --port    host loopback port forwarded to the guest's 1024 (default: a free one)
 #   --share   host directory shared over 9p (default build/vm/share), --tag its tag (share)
@@ -17,6 +18,13 @@
 #   --pidfile QEMU writes its PID there (for scripts that must kill it)
 #   --machine q35 (default: PCI devices) or microvm (virtio-mmio devices found through ACPI,
 #             as Firecracker >= 1.8 announces them on x86_64; docs/rootfs.md)
+# Snapshot and clone (tests/e2e-clone.bats, tests/bench/clone.sh; docs/snapshot.md):
+#   --qmp SOCK        a QMP unix socket (server, no wait)
+#   --vmgenid GUID    a vmgenid device with this GUID ("auto": a new one per QEMU start);
+#                     also SeaBIOS and, under TCG, -cpu max (see below)
+#   --mac MAC         the NIC's MAC address
+#   --fwd PORT:IP     one more forward, 127.0.0.1:PORT to the guest address IP, port 1024
+#   --incoming URI    start from a migration stream (QEMU comes up paused: QMP cont)
 # Environment: STEREO_ACCEL=tcg|kvm forces the accelerator; STEREO_VM_BIOS=qboot (default
 # when installed)|seabios|FILE the firmware; KDIR the kernel cache; STEREO_VM_CID (default 3)
 # the guest CID when /dev/vhost-vsock exists. STEREO_VM_TSC_KHZ: microvm under TCG only, the
@@ -27,8 +35,10 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 image=$top/build/rootfs/initramfs.cpio.zst
 port="" share=$top/build/vm/share tag=share serial="" append="" mem=256 pidfile="" machine=q35
+qmp="" vmgenid="" mac="" fwd="" incoming=""
 usage() {
 	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB] [--pidfile FILE] [--machine q35|microvm]" >&2
+	echo "             [--qmp SOCK] [--vmgenid GUID|auto] [--mac MAC] [--fwd PORT:IP] [--incoming URI]" >&2
 	exit 2
 }
 while [ $# -gt 0 ]; do
@@ -43,6 +53,12 @@ while [ $# -gt 0 ]; do
 	--mem) mem=$2 ;;
 	--pidfile) pidfile=$2 ;;
 	--machine) machine=$2 ;;
+	# snapshot and clone
+	--qmp) qmp=$2 ;;
+	--vmgenid) vmgenid=$2 ;;
+	--mac) mac=$2 ;;
+	--fwd) fwd=$2 ;;
+	--incoming) incoming=$2 ;;
 	*) usage ;;
 	esac
 	shift 2
@@ -139,12 +155,36 @@ else
 fi
 extra=""
 [ -n "$pidfile" ] && extra="-pidfile $pidfile"
+# ---- snapshot and clone -------------------------------------------------------------------
+# A clone's devices must match the source's: every option here changes a property, never the
+# set of devices, except --vmgenid, which the source and its clones must all have.
+hostfwd="hostfwd=tcp:127.0.0.1:$port-:1024"
+nic="virtio-net-$devsuffix,netdev=n0$romfile"
+set --
+if [ -n "$fwd" ]; then
+	case $fwd in *:*.*.*.*) ;; *) fail "--fwd wants PORT:IPV4, not $fwd" ;; esac
+	hostfwd="$hostfwd,hostfwd=tcp:127.0.0.1:${fwd%%:*}-${fwd#*:}:1024"
+fi
+[ -n "$mac" ] && nic="$nic,mac=$mac"
+[ -n "$qmp" ] && set -- "$@" -qmp "unix:$qmp,server=on,wait=off"
+if [ -n "$vmgenid" ]; then
+	# qboot cannot place the vmgenid buffer (QEMU's ACPI linker/loader commands): with it the
+	# guest hangs before its first console line. SeaBIOS can.
+	[ -z "${STEREO_VM_BIOS:-}" ] && bios=""
+	# The kernel reports a VM fork (docs/snapshot.md) only once its RNG is initialised. KVM's
+	# host CPU has RDRAND and the RNG is ready at boot; TCG's default model has none, and an
+	# idle guest then took minutes. "max" has RDRAND under TCG too.
+	[ -z "$cpu" ] && cpu="-cpu max"
+	set -- "$@" -device "vmgenid,guid=$vmgenid"
+fi
+[ -n "$incoming" ] && set -- "$@" -incoming "$incoming"
+# ---------------------------------------------------------------------------------------------
 # shellcheck disable=SC2086 # cpu, vsock, console and extra are lists of words on purpose
 exec qemu-system-x86_64 -machine "$qmachine" -accel "$accel" $cpu $bios -m "$mem" -smp 1 \
 	-nodefaults -no-reboot -display none $console \
 	-kernel "$kdir/vmlinux" -initrd "$image" -append "$cmdline" \
-	-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:1024" \
-	-device "virtio-net-$devsuffix,netdev=n0$romfile" \
+	-netdev "user,id=n0,restrict=on,$hostfwd" \
+	-device "$nic" \
 	-fsdev "local,id=fs0,path=$qshare,security_model=none" \
 	-device "virtio-9p-$devsuffix,fsdev=fs0,mount_tag=$tag" \
-	$vsock $extra
+	$vsock $extra "$@"

@@ -116,13 +116,13 @@ subscribe() {
 	refute grep -q 'snapshot watchdog: thawed' "$LOG"
 }
 
-@test "restored thaws what snapshot_prepare froze before anything else" {
+@test "restored steps the clock and reseeds first, then thaws what snapshot_prepare froze, before any write" {
 	start_snap_with_ext4
 	req '{"type":"snapshot_prepare","payload":{"freeze":["/mnt","/mnt/."],"timeout_ms":60000}}'
 	assert_equal "$(jq -c '[.payload.steps[] | select(.step == "freeze") | .ok]' <<<"$reply")" '[true,true]'
 	assert_equal "$(jq -c .payload.frozen <<<"$reply")" '["/mnt"]'
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"\"}}"
-	assert_equal "$(jq -r '.payload.steps[0].step' <<<"$reply")" thaw
+	assert_equal "$(jq -c '[.payload.steps[].step]' <<<"$reply")" '["clock","entropy","thaw","generation","connections"]'
 	assert_equal "$(step thaw | jq -c .thawed)" '["/mnt"]'
 	nsenter -m -t "$STEREOD_PID" sh -c 'echo data >"$0/mnt/file"' "$R"
 }
@@ -238,7 +238,7 @@ subscribe() {
 	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"AAAA\",\"generation\":5,\"hostname\":\"h\",\"machine_id\":\"0123456789abcdef0123456789abcdef\",\"network\":{\"interface\":\"nosuch0\"}}}"
 	assert_equal "$(jq -r .payload.ok <<<"$reply")" false
 	run jq -c '[.payload.steps[] | {(.step): .ok}] | add' <<<"$reply"
-	assert_output '{"thaw":true,"clock":true,"entropy":false,"generation":true,"hostname":false,"machine_id":false,"network_link":false,"connections":true}'
+	assert_output '{"clock":true,"entropy":false,"thaw":true,"generation":true,"hostname":false,"machine_id":false,"network_link":false,"connections":true}'
 	assert_equal "$(cat "$R/run/stereos/generation")" 5
 	assert_equal "$(nsenter -u -t "$STEREOD_PID" hostname)" h      # sethostname ran though the file failed
 	run jq -r .payload.error <<<"$reply"
@@ -328,6 +328,29 @@ s.sendto(sys.argv[1].replace(",", "\0").encode() + b"\0", (0, 1))' "$1"
 	assert_equal "$(sed -n 2p "$BATS_TEST_TMPDIR/sub" | jq -r .payload.message)" restored
 	grep -q 'msg="restore detected, recovered" source=vmgenid' "$LOG"
 	assert_equal "$(cat "$R/run/stereos/generation")" 1
+}
+
+@test "a detected restore waits for the host's restored, which then runs alone" {
+	echo "0 0" >"$CLOCK"
+	start_snap
+	echo "0 30000000000" >"$CLOCK"                # BOOTTIME moved 30 s past MONOTONIC
+	wait_file "$LOG" 'msg="restore detected, waiting for the host.s restored" source=clock'
+	req "{\"type\":\"restored\",\"payload\":{\"wall_clock_ns\":$(now_ns),\"entropy_b64\":\"\"}}"
+	assert_equal "$(jq -r .payload.source <<<"$reply")" host
+	grep -q 'msg="detected restore announced by the host" source=clock' "$LOG"
+	req '{"type":"get_metrics"}'
+	assert_equal "$(jq -c '.payload | [.generation, .restores]' <<<"$reply")" '[1,1]'
+}
+
+@test "a VM-fork line written to /dev/kmsg from user space is not taken for the kernel's" {
+	echo "0 0" >"$CLOCK"
+	start_snap
+	# only the kernel's own record counts: user space writes with facility "user"
+	echo "stereo test, user space, to be ignored: crng reseeded due to virtual machine fork" >/dev/kmsg
+	echo "0 30000000000" >"$CLOCK"                # then a restore a detector believes
+	wait_file "$LOG" 'msg="restore detected, recovered"'
+	grep -q 'msg="restore detected, waiting for the host.s restored" source=clock' "$LOG"
+	refute grep -q 'source=kmsg' "$LOG"
 }
 
 @test "get_metrics reports envd's fields with sane values" {

@@ -1,7 +1,8 @@
 /* restore.c - the one recovery pipeline after a VM restore, host-announced (`restored`) or
- * detected (snapshot.c): thaw, step the wall clock, add host entropy and reseed the CRNG,
- * write the new generation, set hostname and machine-id, reconfigure the network over
- * rtnetlink, then let stereod close stale connections and push lifecycle.
+ * detected (snapshot.c): step the wall clock, add host entropy and reseed the CRNG, thaw
+ * (the thaw hooks then see the right time and a fresh RNG), write the new generation, set
+ * hostname and machine-id, reconfigure the network over rtnetlink, then let stereod close
+ * stale connections and push lifecycle.
  *
  * Every step runs even when an earlier one failed, and each is reported in the reply's
  * "steps" array. The network step talks rtnetlink directly (a few messages, no libnl) so
@@ -274,11 +275,14 @@ void restore_steps(struct snapshot *s, struct restore_req *r, const char *source
 	jw_kstr(w, "source", source);
 	jw_key(w, "steps");
 	jw_arr(w);
-	snapshot_thaw_all(s, st);
+	/* the clock and the RNG first: the thaw hooks of a restored clone must see the host's
+	 * time and entropy no other clone has (neither step writes to a filesystem, so a frozen
+	 * one cannot block them) */
 	if (r->have_clock)
 		step_clock(s, r->wall_clock_ns, st);
 	step_entropy(s, &r->entropy, st);
 	buf_wipe(&r->entropy);
+	snapshot_thaw_all(s, st);
 	step_generation(s, r, st);
 	if (r->hostname[0])
 		step_hostname(s, r->hostname, st);

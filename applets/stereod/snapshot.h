@@ -40,7 +40,8 @@ struct snap_opts {
 struct snapshot;
 
 /* Reads STEREO_FAKE_CLOCK (tests only; see docs/snapshot.md) and the saved generation, starts
- * the restore detectors (clock jumps, vmgenid uevents) on l. NULL with err on failure. */
+ * the restore detectors (the kernel log, clock jumps, vmgenid uevents) on l. NULL with err on
+ * failure. */
 struct snapshot *snapshot_new(struct loop *l, const struct snap_opts *o, char *err);
 /* Thaws anything still frozen, stops the detectors. */
 void snapshot_free(struct snapshot *s);
@@ -105,7 +106,6 @@ struct snapshot {
 	bool prepared;
 	struct snap_frozen frozen[SNAP_MAX_FREEZE];
 	int nfrozen;
-	bool hooks_ran;                /* freeze hooks ran: thaw runs them with "thaw" */
 	uint64_t watchdog;             /* loop timer id, 0 when none (loop thread only) */
 	int64_t watchdog_ms;           /* the prepare's timeout: armed when the prepare is done */
 	int backstop;                  /* pidfd of the child that thaws if stereod cannot, or -1 */
@@ -121,6 +121,9 @@ struct snapshot {
 	int64_t base_real_ns;          /* REALTIME - MONOTONIC at the last tick */
 	uint64_t tick;
 	int uevent_fd;
+	uint64_t detect_timer;         /* a detected restore waiting for the host's, 0 when none */
+	const char *detect_source;     /* its detector's name (a string literal) */
+	int kmsg_fd;                   /* /dev/kmsg, for the kernel's "virtual machine fork" line */
 
 	/* metrics: /proc/stat samples of the last two ticks */
 	struct cpu_sample cpu_prev, cpu_last;

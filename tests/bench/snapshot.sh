@@ -6,7 +6,7 @@
 #          snapshot_prepare of a loop-mounted ext4 (sync + FIFREEZE) followed by snapshot_abort
 #          (FITHAW), per pair;
 #   and restore detection: time from a BOOTTIME jump to the lifecycle push (bounded by the 1 s
-#   detector tick; reported, not a target).
+#   detector tick, plus the 5 s a detection waits for the host's restored; reported, not a target).
 # The wall clock is a fake-clock file: a benchmark never steps the real clock.
 # Floor and ours alternate over $ROUNDS rounds: median (min-max). Figures only; nothing is asserted.
 set -eu
@@ -99,5 +99,5 @@ echo "snapshot messages, $ROUNDS rounds alternating, median (min-max):"
 echo "floor    ping round trip:                  $(summary $fl) us"
 echo "ours     restored round trip:              $(summary $rs) us  ($(summary $rr)x floor)"
 echo "ours     prepare(FIFREEZE)+abort(FITHAW):  $(summary $fz) us  ($(summary $rf)x floor)"
-echo "detect   BOOTTIME jump -> lifecycle push:  ${detect} ms  (one sample; 1 s detector tick)"
+echo "detect   BOOTTIME jump -> lifecycle push:  ${detect} ms  (one sample; 1 s detector tick + 5 s wait for the host's restored)"
 }
