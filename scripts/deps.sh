@@ -3,7 +3,7 @@
 # when everything is already there (dpkg is asked first, apt-get only for what is missing).
 set -eu
 pkgs="build-essential pkg-config python3-kconfiglib libjsmn-dev libnl-3-dev libnl-route-3-dev
-bats bats-support bats-assert bats-file jq curl cpio xz-utils zstd iproute2 util-linux e2fsprogs
+bats bats-support bats-assert bats-file jq curl libcurl4-openssl-dev nginx openssl cpio xz-utils zstd iproute2 util-linux e2fsprogs
 procps clang libclang-rt-14-dev qemu-system-x86"
 missing=""
 for p in $pkgs; do

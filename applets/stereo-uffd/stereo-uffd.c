@@ -34,6 +34,16 @@ config STEREO_UFFD
 	  Snapshot directory: memfile.header (e2b/Wrenn header, version 3 written, 1-3 read)
 	  and memfile.<uuid> per layer. Outputs are written to temporary names, fsynced and
 	  renamed. Exit codes: 0 ok, 1 failed, 2 usage, 3 Firecracker did not connect in time.
+
+config STEREO_UFFD_REMOTE
+	bool "stereo-uffd: snapshot layers from object storage over HTTP(S) (libcurl)"
+	default n
+	depends on STEREO_UFFD && !STATIC
+	help
+	  Accept http:// and https:// URLs wherever stereo-uffd takes a snapshot file or
+	  directory, read layers in aligned chunks by Range requests into a local cache shared
+	  by every server on the host. Links libcurl (dynamically: Debian ships no complete
+	  static dependency chain for it), so it is a host-only option: see configs/host.config.
 */
 #include "uffd.h"
 
