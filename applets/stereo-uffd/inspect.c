@@ -19,17 +19,18 @@ static int open_snapdir(struct snap *s, const char *dir, char *err)
 
 int cmd_inspect(int argc, char **argv)
 {
-	static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {0}};
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, SNAP_REMOTE_OPTIONS, {0}};
 	bool json = false;
-	int c;
+	int c, r;
 	char err[ERRBUF];
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c != 'j')
-			return usage_error("usage: inspect [--json] SNAPDIR");
-		json = true;
+		if (c == 'j')
+			json = true;
+		else if ((r = snap_remote_opt(c, optarg)) != 0)
+			return r > 0 ? r : usage_error("usage: inspect [--json] " SNAP_REMOTE_USAGE " SNAPDIR");
 	}
 	if (argc - optind != 1)
-		return usage_error("usage: inspect [--json] SNAPDIR");
+		return usage_error("usage: inspect [--json] " SNAP_REMOTE_USAGE " SNAPDIR");
 	const char *dir = argv[optind];
 	struct snap s;
 	if (open_snapdir(&s, dir, err))
@@ -90,11 +91,26 @@ int cmd_inspect(int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* The remote options and the positional arguments (n of them), or a usage error's code. */
+static int parse_args(int argc, char **argv, int n, const char *usage)
+{
+	static const struct option opts[] = {SNAP_REMOTE_OPTIONS, {0}};
+	int c, r;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
+		if ((r = snap_remote_opt(c, optarg)) != 0)
+			return r > 0 ? r : usage_error("%s", usage);
+	if (argc - optind != n)
+		return usage_error("%s", usage);
+	return 0;
+}
+
 int cmd_verify(int argc, char **argv)
 {
 	char err[ERRBUF];
-	if (argc != 2)
-		return usage_error("usage: verify SNAPDIR");
+	int r = parse_args(argc, argv, 1, "usage: verify " SNAP_REMOTE_USAGE " SNAPDIR");
+	if (r)
+		return r;
+	argv += optind - 1;
 	struct snap s;
 	if (open_snapdir(&s, argv[1], err))
 		die(EXIT_FAIL, "verify: %s", err);
@@ -107,6 +123,13 @@ int cmd_verify(int argc, char **argv)
 static int cat_to(int fd, const struct snap *s, bool sparse, char *err)
 {
 	static const uint8_t zeros[65536];
+	/* remote layers: every chunk a mapping needs, downloaded first (all queued at once) */
+	for (size_t i = 0; i < s->h.n; i++)
+		if (s->src[i] >= 0)
+			snap_prefetch(&s->l[s->src[i]], s->h.m[i].store, s->h.m[i].len);
+	for (size_t i = 0; i < s->h.n; i++)
+		if (s->src[i] >= 0 && snap_fetch(&s->l[s->src[i]], s->h.m[i].store, s->h.m[i].len, err))
+			return -1;
 	for (size_t i = 0; i < s->h.n; i++) {
 		const struct mapping *m = &s->h.m[i];
 		int r = 0;
@@ -130,8 +153,10 @@ static int cat_to(int fd, const struct snap *s, bool sparse, char *err)
 int cmd_cat(int argc, char **argv)
 {
 	char err[ERRBUF];
-	if (argc != 3)
-		return usage_error("usage: cat SNAPDIR OUTFILE");
+	int r = parse_args(argc, argv, 2, "usage: cat " SNAP_REMOTE_USAGE " SNAPDIR OUTFILE");
+	if (r)
+		return r;
+	argv += optind - 1;
 	const char *out = argv[2];
 	struct snap s;
 	if (open_snapdir(&s, argv[1], err))

@@ -7,6 +7,7 @@
 #ifndef STEREO_UFFD_H
 #define STEREO_UFFD_H
 #include "common/stereo.h"
+#include <getopt.h>
 
 #define PAGE_4K 4096ULL
 #define PAGE_2M 2097152ULL
@@ -46,9 +47,13 @@ int uuid_parse(const char *s, uint8_t u[16]);
 void uuid_random(uint8_t u[16]);
 
 /* ---- snap.c: a snapshot opened for reading -------------------------------------------- */
+struct rlayer;
+struct remote_opts;
+
 struct layer {
 	uint8_t id[16];
-	char *path;
+	char *path;               /* a file, or a URL (query string elided) when remote */
+	struct rlayer *remote;    /* an object-storage layer (remote.c); map is its cache file */
 	int fd;
 	uint64_t size;            /* file size when opened */
 	const uint8_t *map;       /* read-only mapping of the whole file (NULL when empty) */
@@ -69,6 +74,30 @@ int snap_open(struct snap *s, const char *hdr_path, const char *dir, char **spec
 	      char *err);
 void snap_close(struct snap *s);
 char *snap_header_path(const char *dir);   /* DIR/memfile.header, caller frees */
+static inline bool snap_is_url(const char *s)
+{
+	return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8);
+}
+/* Options for layers given by URL, shared by every subcommand that reads a snapshot. */
+#define SNAP_REMOTE_OPTIONS                                       \
+	{"cache", required_argument, NULL, 1001},                 \
+	{"chunk", required_argument, NULL, 1002},                 \
+	{"cache-max", required_argument, NULL, 1003},             \
+	{"fetch-concurrency", required_argument, NULL, 1004},     \
+	{"fetch-timeout", required_argument, NULL, 1005},         \
+	{"cacert", required_argument, NULL, 1006}
+#define SNAP_REMOTE_USAGE "[--cache DIR] [--chunk 4M] [--cache-max SIZE] " \
+	"[--fetch-concurrency 8] [--fetch-timeout 30s] [--cacert FILE]"
+/* 0: handled; -1: not one of them; else a usage error's exit code (already printed) */
+int snap_remote_opt(int code, const char *arg);
+/* The snapshot's remote layers (NULL-terminated list in s->l order is not needed: the
+ * server asks each layer). Fetch the bytes [off, off+len) of layer L for a reader that
+ * waits (cat): 0 or -1 + err. */
+int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err);
+/* Queue them in the background (prefetch); nothing for a local layer. */
+void snap_prefetch(struct layer *L, uint64_t off, uint64_t len);
+/* Are they here? For a remote layer, missing chunks are queued (urgent: first in line). */
+bool snap_ready(struct layer *L, uint64_t off, uint64_t len, bool urgent);
 
 /* ---- pack.c: writing layers ------------------------------------------------------------ */
 bool block_is_zero(const uint8_t *p, size_t n);
