@@ -30,7 +30,7 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 
-enum { CH_IDLE, CH_QUEUED, CH_ACTIVE, CH_DONE };
+enum { CH_IDLE, CH_QUEUED, CH_URGENT, CH_ACTIVE, CH_DONE };
 
 struct rlayer {
 	char *url, *pub, *etag;
@@ -497,7 +497,7 @@ static bool next_request(struct req *rq)
 	pthread_mutex_lock(&G.mu);
 	bool got = false;
 	while (!got && (q_pop(&G.urgent, rq) || q_pop(&G.bg, rq))) {
-		if (rq->R->st[rq->c] == CH_QUEUED) {
+		if (rq->R->st[rq->c] == CH_QUEUED || rq->R->st[rq->c] == CH_URGENT) {
 			rq->R->st[rq->c] = CH_ACTIVE;
 			got = true;
 		}
@@ -711,11 +711,12 @@ static bool queue_range(struct rlayer *R, uint64_t off, uint64_t len, bool urgen
 	bool queued = false;
 	pthread_mutex_lock(&G.mu);
 	for (uint64_t c = c0; c <= c1; c++) {
-		if (cache_present(&R->e, c) || R->st[c] == CH_ACTIVE || R->st[c] == CH_DONE)
+		uint8_t st = R->st[c];
+		if (cache_present(&R->e, c) || st == CH_ACTIVE || st == CH_DONE || st == CH_URGENT)
 			continue;
-		if (R->st[c] == CH_IDLE || urgent) {
+		if (st == CH_IDLE || urgent) {   /* a background chunk a vCPU now waits for jumps the line */
 			q_push(urgent ? &G.urgent : &G.bg, R, c);
-			R->st[c] = CH_QUEUED;
+			R->st[c] = urgent ? CH_URGENT : CH_QUEUED;
 			queued = true;
 		}
 	}

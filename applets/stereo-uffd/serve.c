@@ -9,6 +9,10 @@
  * The loop is its own (not common/loop.c) because it must poll with a zero timeout while
  * prefetch has work and order demand faults before prefetch within a turn.
  *
+ * Remote layers (object storage): a run whose bytes are in a chunk not yet in the cache is
+ * not installed; the fault waits (SERVE_WAIT) with its chunk first in the fetch queue and is
+ * retried when the fetcher signals its eventfd; a failed chunk is fatal like a bad layer.
+ *
  * Spec: shared/spec/uffd.md §1-2.
  */
 #include "serve.h"
@@ -190,8 +194,10 @@ static enum serve_rc copy_assembled(struct server *S, struct region *r, uint64_t
 			memset(S->bounce + done, 0, take);
 		} else {
 			/* pread, not the mapping: a layer truncated under us must be an error, not SIGBUS */
-			const struct layer *L = &s->l[s->src[i]];
+			struct layer *L = &s->l[s->src[i]];
 			off_t at = (off_t)(m->store + (off + done - m->off));
+			if (!snap_ready(L, (uint64_t)at, take, S->urgent))
+				return SERVE_WAIT;
 			errno = 0;
 			if (pread(L->fd, S->bounce + done, take, at) != (ssize_t)take)
 				return fatal(S, "reading layer %s at %lld: %s", L->path, (long long)at,
@@ -238,7 +244,19 @@ enum serve_rc serve_run(struct server *S, struct region *r, uint64_t p, uint64_t
 		b++;
 	if (s->src[i] < 0)
 		return do_zero(S, r, a, b - a);
-	const struct layer *L = &s->l[s->src[i]];
+	struct layer *L = &s->l[s->src[i]];
+	if (L->remote) {
+		/* only what the faulting page's chunk(s) hold; the page waits for them */
+		uint64_t ps = m->store + (off - m->off), ch = snap_chunk_size();
+		if (!snap_ready(L, ps, S->page, S->urgent))
+			return SERVE_WAIT;
+		uint64_t back = (ps - ps / ch * ch) / S->page;
+		uint64_t fwd = ((ps + S->page + ch - 1) / ch * ch - ps) / S->page;
+		if (p >= back && a < p - back)
+			a = p - back;
+		if (b > p + fwd)
+			b = p + fwd;
+	}
 	uint64_t aoff = r->offset + a * S->page;
 	return do_copy(S, r, a, b - a, L->map + m->store + (aoff - m->off), L->path);
 }
@@ -269,6 +287,7 @@ static enum serve_rc handle_fault(struct server *S, uint64_t addr, bool first)
 	if (hi > r->npages)
 		hi = r->npages;
 	uint64_t before = S->c.pages_copied + S->c.pages_zeroed;
+	S->urgent = true;
 	enum serve_rc rc = serve_run(S, r, p, lo, hi);
 	/* The faulting run is in and its waiter woken. The rest of the window may come from
 	 * other sources (zero-fill next to data): an ioctl each costs far less than the
@@ -276,8 +295,9 @@ static enum serve_rc handle_fault(struct server *S, uint64_t addr, bool first)
 	for (uint64_t q = lo; q < hi && rc == SERVE_OK; q++)
 		if (!page_bit(r->installed, q) && !page_bit(r->removed, q))
 			rc = serve_run(S, r, q, q, hi);
-	if (rc == SERVE_DEFER && page_bit(r->installed, p))
-		rc = SERVE_OK;   /* only the extra pages met a mapping change */
+	if ((rc == SERVE_DEFER || rc == SERVE_WAIT) && page_bit(r->installed, p))
+		rc = SERVE_OK;   /* only the extra pages met a mapping change or a missing chunk */
+	S->urgent = false;
 	S->c.fault_pages += S->c.pages_copied + S->c.pages_zeroed - before;
 	return rc;
 }
@@ -298,14 +318,16 @@ static void on_remove(struct server *S, uint64_t start, uint64_t end)
 	}
 }
 
-static void defer(struct server *S, uint64_t addr, int64_t since)
+/* A waiting fault (wait: for a remote chunk) is retried at the next wake-up of the loop,
+ * which the fetcher's eventfd causes; an EAGAIN one on the timer. */
+static void defer(struct server *S, uint64_t addr, int64_t since, uint64_t t0_ns, bool wait)
 {
 	if (S->ndef == S->capdef) {
 		S->capdef = S->capdef ? S->capdef * 2 : 64;
 		S->def = xrealloc(S->def, S->capdef * sizeof *S->def);
 	}
-	S->def[S->ndef++] = (struct deferred){addr, since};
-	if (!S->retry_due_ms)
+	S->def[S->ndef++] = (struct deferred){addr, since, t0_ns, wait};
+	if (!wait && !S->retry_due_ms)
 		S->retry_due_ms = now_ms() + DEFER_RETRY_MS;
 }
 
@@ -319,17 +341,28 @@ static enum serve_rc retry_deferred(struct server *S)
 	enum serve_rc rc = SERVE_OK;
 	for (size_t i = 0; i < n; i++) {
 		if (rc != SERVE_OK) {   /* keep the rest for later */
-			defer(S, d[i].addr, d[i].since_ms);
+			defer(S, d[i].addr, d[i].since_ms, d[i].t0_ns, d[i].wait);
 			continue;
 		}
 		rc = handle_fault(S, d[i].addr, false);
+		if (rc == SERVE_OK && d[i].wait)
+			lat_record(S, mono_ns() - d[i].t0_ns);
 		if (rc == SERVE_DEFER) {
 			if (now_ms() - d[i].since_ms > DEFER_GIVE_UP_MS) {
 				rc = fatal(S, "page at 0x%llx still refused with EAGAIN after %d ms",
 					   (unsigned long long)d[i].addr, DEFER_GIVE_UP_MS);
 				break;
 			}
-			defer(S, d[i].addr, d[i].since_ms);
+			defer(S, d[i].addr, d[i].since_ms, d[i].t0_ns, false);
+			rc = SERVE_OK;
+		} else if (rc == SERVE_WAIT) {
+			/* the fetcher fails a chunk within its budget; this is only a hang guard */
+			if (now_ms() - d[i].since_ms > snap_fetch_timeout_ms() + DEFER_GIVE_UP_MS) {
+				rc = fatal(S, "page at 0x%llx: its remote chunk is still missing after %lld ms",
+					   (unsigned long long)d[i].addr, (long long)(now_ms() - d[i].since_ms));
+				break;
+			}
+			defer(S, d[i].addr, d[i].since_ms, d[i].t0_ns, true);
 			rc = SERVE_OK;
 		}
 	}
@@ -369,8 +402,8 @@ static enum serve_rc drain(struct server *S)
 			uint64_t addr = msg[i].arg.pagefault.address & ~(S->page - 1);
 			S->c.faults++;
 			enum serve_rc rc = handle_fault(S, addr, true);
-			if (rc == SERVE_DEFER)
-				defer(S, addr, now_ms());
+			if (rc == SERVE_DEFER || rc == SERVE_WAIT)
+				defer(S, addr, now_ms(), t0, rc == SERVE_WAIT);
 			else if (rc != SERVE_OK)
 				return rc;
 			else
@@ -480,11 +513,17 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 		ev.data.fd = keep_sock;
 		epoll_ctl(ep, EPOLL_CTL_ADD, keep_sock, &ev);
 	}
+	int rfd = snap_eventfd();   /* remote layers: a chunk arrived or failed */
+	if (rfd >= 0) {
+		ev.events = EPOLLIN;
+		ev.data.fd = rfd;
+		epoll_ctl(ep, EPOLL_CTL_ADD, rfd, &ev);
+	}
 	int code = -1;
 	while (code < 0) {
 		/* block, unless a retry is due (deferred faults, or prefetch after EAGAIN) or
 		 * prefetch has work */
-		bool prefetching = S->pf.active && !S->pf.done && !S->ndef;
+		bool prefetching = S->pf.active && !S->pf.done && !S->ndef && !S->pf_wait;
 		int timeout = -1;
 		if (S->retry_due_ms) {
 			int64_t left = S->retry_due_ms - now_ms();
@@ -514,6 +553,13 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 						code = fail_closed(S, o);
 					}
 				}
+			} else if (fd == rfd) {
+				char e[ERRBUF];
+				S->pf_wait = false;
+				if (snap_poll(e)) {
+					snprintf(S->err, sizeof S->err, "fetching %.230s", e);
+					code = fail_closed(S, o);
+				}
 			} else if (fd == S->peer->pidfd || fd == keep_sock) {
 				gone = true;
 			} else if (fd == S->uffd && (evs[i].events & (EPOLLERR | EPOLLHUP))) {
@@ -523,10 +569,14 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 		if (code >= 0)
 			break;
 		enum serve_rc rc = gone ? SERVE_GONE : drain(S);
-		if (rc == SERVE_OK && S->pf.active && !S->pf.done && !S->ndef &&
+		if (rc == SERVE_OK && S->pf.active && !S->pf.done && !S->ndef && !S->pf_wait &&
 		    (!S->retry_due_ms || now_ms() >= S->retry_due_ms)) {
 			S->retry_due_ms = 0;
 			rc = prefetch_step(S);
+			if (rc == SERVE_WAIT) {   /* its chunk is on the way: the eventfd resumes it */
+				S->pf_wait = true;
+				rc = SERVE_OK;
+			}
 		}
 		if (rc == SERVE_DEFER) {   /* prefetch met a mapping change: try again shortly */
 			if (!S->retry_due_ms)
@@ -542,6 +592,38 @@ static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock,
 	return code;
 }
 
+/* Remote layers with --prefetch: every chunk the regions need, in the order the prefetch
+ * installs them (the trace's pages first), queued behind demand faults at once, so they are
+ * fetched --fetch-concurrency at a time while the prefetch walks. Zero-fill is never fetched. */
+static void queue_remote_prefetch(struct server *S)
+{
+	struct snap *s = S->s;
+	bool any = false;
+	for (size_t k = 0; k < s->nl; k++)
+		any |= s->l[k].remote != NULL;
+	if (!any)
+		return;
+	for (size_t t = 0; t < S->pf.ntrace; t++) {
+		uint64_t off = S->pf.trace[t];
+		if (off >= s->h.size)
+			continue;
+		size_t i = hdr_find(&s->h, off);
+		if (s->src[i] >= 0)
+			snap_prefetch(&s->l[s->src[i]], s->h.m[i].store + (off - s->h.m[i].off), S->page);
+	}
+	for (size_t g = 0; g < S->nreg; g++) {
+		const struct region *r = &S->reg[g];
+		for (size_t i = hdr_find(&s->h, r->offset); i < s->h.n && s->h.m[i].off < r->offset + r->size; i++) {
+			const struct mapping *m = &s->h.m[i];
+			if (s->src[i] < 0)
+				continue;
+			uint64_t a = m->off > r->offset ? m->off : r->offset;
+			uint64_t b = m->off + m->len < r->offset + r->size ? m->off + m->len : r->offset + r->size;
+			snap_prefetch(&s->l[s->src[i]], m->store + (a - m->off), b - a);
+		}
+	}
+}
+
 /* While Firecracker starts: read the layers into the page cache and our page tables, so no
  * COPY pays for a page-cache miss or a fault on its source (Linux >= 5.14). In 32 MiB steps,
  * stopping as soon as Firecracker connects: a large layer on a slow disk must not delay it. */
@@ -549,6 +631,8 @@ static void populate_layers(const struct snap *s, int lfd)
 {
 	const uint64_t step = 32ULL << 20;
 	for (size_t k = 0; k < s->nl; k++) {
+		if (s->l[k].remote)
+			continue;   /* a cache file: its chunks are not there yet */
 		for (uint64_t off = 0; s->l[k].map && off < s->l[k].size; off += step) {
 			if (fd_wait(lfd, POLLIN, 0) != 0)
 				return;
@@ -562,7 +646,8 @@ static void populate_layers(const struct snap *s, int lfd)
 static const char serve_usage[] =
 	"usage: serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR] "
 	"[--prefetch none|all|trace:FILE] [--fault-around 64K] [--record-trace FILE] [--stats FILE] "
-	"[--accept-timeout 60s] [--ready-fd N] [--socket-mode 600] [--socket-group GID]";
+	"[--accept-timeout 60s] [--ready-fd N] [--socket-mode 600] [--socket-group GID] "
+	SNAP_REMOTE_USAGE;
 
 int cmd_serve(int argc, char **argv)
 {
@@ -579,6 +664,7 @@ int cmd_serve(int argc, char **argv)
 		{"ready-fd", required_argument, NULL, 'R'},
 		{"socket-mode", required_argument, NULL, 'M'},
 		{"socket-group", required_argument, NULL, 'G'},
+		SNAP_REMOTE_OPTIONS,
 		{0},
 	};
 	struct serve_opts o = {.prefetch = "none", .fault_around = 64 * 1024, .accept_ms = 60000,
@@ -624,8 +710,11 @@ int cmd_serve(int argc, char **argv)
 			if (*end || !*optarg)
 				return usage_error("--socket-group: bad gid '%s'", optarg);
 			break;
-		default:
-			return usage_error("%s", serve_usage);
+		default: {
+			int r = snap_remote_opt(c, optarg);
+			if (r)
+				return r > 0 ? r : usage_error("%s", serve_usage);
+		}
 		}
 	}
 	if (optind != argc || !o.socket || (!o.header && !o.dir))
@@ -690,6 +779,8 @@ int cmd_serve(int argc, char **argv)
 	uint64_t fa = o.fault_around < S.page ? S.page : o.fault_around;
 	S.fa_pages = fa / S.page;
 	S.pf.t0_ns = mono_ns();
+	if (S.pf.active)
+		queue_remote_prefetch(&S);
 	log_info("serving", "pid=%d regions=%zu page=%llu fault_around=%llu prefetch=%s", (int)peer.pid,
 		 h->n, (unsigned long long)S.page, (unsigned long long)fa, o.prefetch);
 	/* up to 1.11 Firecracker closes its end after sending; from 1.12 it holds it until exit */

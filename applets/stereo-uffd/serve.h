@@ -12,7 +12,9 @@ struct region {
 	uint64_t *installed, *removed;
 };
 
-enum serve_rc { SERVE_OK, SERVE_DEFER, SERVE_GONE, SERVE_FATAL };
+/* SERVE_WAIT: the bytes are in a remote layer's chunk that is not in the cache yet (it is
+ * queued); retried when the fetcher reports progress (snap_eventfd). */
+enum serve_rc { SERVE_OK, SERVE_DEFER, SERVE_GONE, SERVE_FATAL, SERVE_WAIT };
 
 #define LAT_BUCKETS 24   /* log2 microseconds: [0] < 1 us ... [23] >= 4 s */
 
@@ -26,6 +28,8 @@ struct counters {
 struct deferred {
 	uint64_t addr;
 	int64_t since_ms;
+	uint64_t t0_ns;           /* when the fault was read (latency of faults that wait) */
+	bool wait;                /* waits for a remote chunk, not an EAGAIN retry */
 };
 
 struct prefetch {
@@ -51,6 +55,8 @@ struct server {
 	size_t ndef, capdef;
 	int64_t retry_due_ms;     /* 0 = no retry pending */
 	struct prefetch pf;
+	bool urgent;              /* the current install is for a demand fault (remote: first in line) */
+	bool pf_wait;             /* prefetch waits for a remote chunk */
 	uint64_t *trace;          /* --record-trace: first demand fault order */
 	size_t ntrace, captrace;
 	bool record;

@@ -107,6 +107,18 @@ bool snap_ready(struct layer *L, uint64_t off, uint64_t len, bool urgent)
 	return true;
 }
 
+#ifdef CONFIG_STEREO_UFFD_REMOTE
+uint64_t snap_chunk_size(void) { return ropts.chunk; }
+long long snap_fetch_timeout_ms(void) { return ropts.timeout_ms; }
+int snap_eventfd(void) { return remote_on ? remote_eventfd() : -1; }
+int snap_poll(char *err) { return remote_on ? remote_poll(err) : 0; }
+#else
+uint64_t snap_chunk_size(void) { return 1ULL << 62; }
+long long snap_fetch_timeout_ms(void) { return 0; }
+int snap_eventfd(void) { return -1; }
+int snap_poll(char *err) { (void)err; return 0; }
+#endif
+
 char *snap_header_path(const char *dir)
 {
 #ifdef CONFIG_STEREO_UFFD_REMOTE

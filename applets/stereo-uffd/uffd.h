@@ -98,6 +98,12 @@ int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err);
 void snap_prefetch(struct layer *L, uint64_t off, uint64_t len);
 /* Are they here? For a remote layer, missing chunks are queued (urgent: first in line). */
 bool snap_ready(struct layer *L, uint64_t off, uint64_t len, bool urgent);
+uint64_t snap_chunk_size(void);
+long long snap_fetch_timeout_ms(void);
+/* -1 without remote layers; else readable when a chunk arrived or failed */
+int snap_eventfd(void);
+/* clears the eventfd: -1 + err when a chunk failed for good */
+int snap_poll(char *err);
 
 /* ---- pack.c: writing layers ------------------------------------------------------------ */
 bool block_is_zero(const uint8_t *p, size_t n);
