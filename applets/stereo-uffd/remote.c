@@ -250,6 +250,7 @@ static bool retryable_status(long code)
 
 /* ---- synchronous requests (header, probe) ----------------------------------------------------- */
 struct sink {
+	CURL *h;
 	struct buf *b;
 	size_t max;
 	bool overflow;
@@ -259,6 +260,10 @@ static size_t on_sync_body(char *p, size_t size, size_t n, void *ud)
 {
 	struct sink *k = ud;
 	size_t len = size * n;
+	long code = 0;
+	curl_easy_getinfo(k->h, CURLINFO_RESPONSE_CODE, &code);
+	if (code < 200 || code > 299)
+		return len;   /* an error page: only its status matters */
 	if (k->b->len + len > k->max) {
 		k->overflow = true;
 		return 0;
@@ -281,7 +286,7 @@ static int sync_get(const char *url, const char *range, size_t max, struct buf *
 		curl_easy_setopt(h, CURLOPT_URL, url);
 		if (range)
 			curl_easy_setopt(h, CURLOPT_RANGE, range);
-		struct sink k = {body, max, false};
+		struct sink k = {h, body, max, false};
 		body->len = 0;
 		memset(hdr, 0, sizeof *hdr);
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_sync_body);
