@@ -83,7 +83,7 @@ static void evict(int cfd, const char *keep, uint64_t max)
 	while ((de = readdir(d))) {
 		if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof v->name)
 			continue;
-		char path[96];
+		char path[300];
 		struct stat st, kst;
 		snprintf(path, sizeof path, "%s/data", de->d_name);
 		if (fstatat(cfd, path, &st, AT_SYMLINK_NOFOLLOW))
@@ -96,7 +96,7 @@ static void evict(int cfd, const char *keep, uint64_t max)
 			cap = cap ? cap * 2 : 16;
 			v = xrealloc(v, cap * sizeof *v);
 		}
-		snprintf(v[n].name, sizeof v[n].name, "%s", de->d_name);
+		snprintf(v[n].name, sizeof v[n].name, "%.39s", de->d_name);
 		v[n].bytes = (uint64_t)st.st_blocks * 512;
 		v[n].used = fstatat(cfd, path, &kst, AT_SYMLINK_NOFOLLOW) ? (struct timespec){0} : kst.st_mtim;
 		n++;

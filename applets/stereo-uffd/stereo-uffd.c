@@ -31,6 +31,11 @@ config STEREO_UFFD
 	  verify SNAPDIR          Every mapping valid, every layer present and long enough.
 	  cat SNAPDIR OUTFILE     The full memory image ("-" for stdout).
 
+	  With remote layers compiled in (make host), SNAPDIR, --header, --dir and --layer
+	  FILE may be http(s) URLs, read in chunks through a shared cache; serve, inspect,
+	  verify and cat then take: --cache DIR (/var/cache/stereo-uffd), --chunk 4M,
+	  --cache-max SIZE, --fetch-concurrency 8, --fetch-timeout 30s, --cacert FILE.
+
 	  Snapshot directory: memfile.header (e2b/Wrenn header, version 3 written, 1-3 read)
 	  and memfile.<uuid> per layer. Outputs are written to temporary names, fsynced and
 	  renamed. Exit codes: 0 ok, 1 failed, 2 usage, 3 Firecracker did not connect in time.
