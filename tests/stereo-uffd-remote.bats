@@ -351,3 +351,25 @@ EOF
 	assert_success
 	wait "$SP"; SP=""
 }
+
+@test "remote: SIGUSR1 and SIGTERM reach the serve loop while the fetcher thread runs" {
+	mkimg "$D/img" 256 12
+	publish "$D/img"
+	nginx_start
+	rserve a --dir "$URL/snap" --chunk 64K --stats "$D/stats.json"
+	SP=$LASTPID
+	standin a --image "$D/img" --touch none --hold "$D/go" > /dev/null 2>&1 &
+	S1=$!
+	wait_for grep -q serving "$D/serve-a.log"
+	kill -USR1 "$SP"
+	wait_file "$D/stats.json"
+	kill -0 "$SP"
+	kill -TERM "$SP"
+	SRC=0
+	wait "$SP" || SRC=$?
+	SP=""
+	assert_equal "$SRC" 1
+	run cat "$D/serve-a.log"
+	assert_output --partial "stopped by signal 15; killed Firecracker"
+	wait "$S1" || true
+}

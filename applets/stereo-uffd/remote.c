@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -672,8 +673,14 @@ int remote_open(const char *url, struct rlayer **out, char *err)
 	R->map = p;
 	R->st = xcalloc(R->e.nchunks, 1);
 	if (!G.started) {
-		if (pthread_create(&G.th, NULL, fetcher, NULL)) {
-			errf(err, "starting the fetcher thread: %s", strerror(errno));
+		/* every signal stays with the main thread (serve's signalfd): the fetcher blocks all */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		int e = pthread_create(&G.th, NULL, fetcher, NULL);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (e) {
+			errf(err, "starting the fetcher thread: %s", strerror(e));
 			remote_close(R);
 			return -1;
 		}
