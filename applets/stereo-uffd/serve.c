@@ -69,10 +69,10 @@ static void kill_all(void *ctx)
 			peer_kill(&S->cl[i]->peer);
 }
 
-static struct clone *clone_by_id(struct server *S, unsigned id)
+static struct clone *clone_by_key(struct server *S, unsigned key)
 {
 	for (size_t i = 0; i < S->ncl; i++)
-		if (S->cl[i]->id == id)
+		if (S->cl[i]->key == key)
 			return S->cl[i];
 	return NULL;
 }
@@ -95,12 +95,15 @@ static void clone_end(struct clone *C, bool kill)
 	if (C->state == CL_DEAD)
 		return;
 	if (kill) {
+		char name[32] = "";
+		if (C->id)
+			snprintf(name, sizeof name, "clone %u: ", C->id);
 		C->killed = peer_kill(&C->peer) > 0;
 		if (C->killed) {
 			S->any_killed = true;
-			warnx("serve: clone %u: %s; killed Firecracker (pid %d)", C->id, C->err, (int)C->peer.pid);
+			warnx("serve: %s%s; killed Firecracker (pid %d)", name, C->err, (int)C->peer.pid);
 		} else {
-			warnx("serve: clone %u: %s; Firecracker (pid %d) had already exited", C->id, C->err,
+			warnx("serve: %s%s; Firecracker (pid %d) had already exited", name, C->err,
 			      (int)C->peer.pid);
 		}
 	}
@@ -192,15 +195,15 @@ static void on_accept(struct server *S)
 			continue;
 		}
 		C->S = S;
-		C->id = ++S->accepted;
+		C->key = ++S->nextkey;
 		C->state = CL_HANDSHAKE;
 		C->peer = p;
 		C->uffd = C->keep_sock = -1;
 		C->hs_deadline_ms = now_ms() + S->o->accept_ms;
 		S->cl[S->ncl++] = C;
-		ep_add(S, p.sock, EPOLLIN | EPOLLRDHUP, EV(EV_SOCK, C->id));
+		ep_add(S, p.sock, EPOLLIN | EPOLLRDHUP, EV(EV_SOCK, C->key));
 		if (p.pidfd >= 0)
-			ep_add(S, p.pidfd, EPOLLIN, EV(EV_PIDFD, C->id));
+			ep_add(S, p.pidfd, EPOLLIN, EV(EV_PIDFD, C->key));
 	}
 }
 
@@ -242,7 +245,7 @@ static int clone_setup(struct clone *C, const struct handshake *h)
 		memset(S->zero2m, 0, PAGE_2M);
 	}
 	/* --record-trace: the first clone's first faults; each page at most once */
-	if (S->o->record && C->id == 1) {
+	if (S->o->record && C->id == 1) {   /* the first clone served */
 		C->trace = calloc(C->npages ? C->npages : 1, sizeof *C->trace);
 		if (!C->trace)
 			return clone_fail(C, "handshake: out of memory for the fault trace");
@@ -252,11 +255,11 @@ static int clone_setup(struct clone *C, const struct handshake *h)
 	uint64_t fa = S->o->fault_around < C->page ? C->page : S->o->fault_around;
 	C->fa_pages = fa / C->page;
 	prefetch_init(C);
-	ep_add(S, C->uffd, EPOLLIN, EV(EV_UFFD, C->id));
+	ep_add(S, C->uffd, EPOLLIN, EV(EV_UFFD, C->key));
 	/* up to 1.11 Firecracker closes its end after sending; from 1.12 it holds it until exit */
 	if (h->has_page_size) {
 		C->keep_sock = C->peer.sock;
-		struct epoll_event ev = {.events = EPOLLRDHUP, .data.u64 = EV(EV_SOCK, C->id)};
+		struct epoll_event ev = {.events = EPOLLRDHUP, .data.u64 = EV(EV_SOCK, C->key)};
 		epoll_ctl(S->ep, EPOLL_CTL_MOD, C->peer.sock, &ev);
 	} else {
 		close(C->peer.sock);
@@ -271,10 +274,25 @@ static int clone_setup(struct clone *C, const struct handshake *h)
 
 static void on_handshake(struct clone *C)
 {
+	struct server *S = C->S;
 	struct handshake h;
-	int r = hs_recv(&C->peer, C->S->hsbuf, &h, C->err);
+	int r = hs_recv(&C->peer, S->hsbuf, &h, C->err);
 	if (r == 1)
 		return;
+	if (r == 2) {   /* e.g. another server checking whether this socket is in use */
+		log_info("connection closed without a handshake", "pid=%d", (int)C->peer.pid);
+		clone_end(C, false);
+		return;
+	}
+	/* a clone counts once it has sent something: its message, or a broken one */
+	if (S->o->max_clones && S->accepted >= S->o->max_clones) {
+		if (!r)
+			close(h.uffd);
+		snprintf(C->err, sizeof C->err, "the clone limit (--clones) is reached (%u served)", S->accepted);
+		clone_end(C, true);
+		return;
+	}
+	C->id = ++S->accepted;
 	if (r < 0 || clone_setup(C, &h)) {
 		if (!r && h.uffd >= 0 && C->uffd < 0)
 			close(h.uffd);
@@ -343,7 +361,7 @@ static int serve_loop(struct server *S)
 		/* peers gone first: a peer that exited is a clean end, whatever else is pending */
 		for (int i = 0; i < n; i++) {
 			unsigned kind = evs[i].data.u64 & 7, id = (unsigned)(evs[i].data.u64 >> 3);
-			struct clone *C = kind == EV_PIDFD || kind == EV_SOCK || kind == EV_UFFD ? clone_by_id(S, id) : NULL;
+			struct clone *C = kind == EV_PIDFD || kind == EV_SOCK || kind == EV_UFFD ? clone_by_key(S, id) : NULL;
 			if (!C || C->state == CL_DEAD)
 				continue;
 			bool gone = kind == EV_PIDFD ||
@@ -361,11 +379,11 @@ static int serve_loop(struct server *S)
 			} else if (kind == EV_WATCH) {
 				S->watch[id].cb(S, S->watch[id].ctx);
 			} else if (kind == EV_SOCK) {
-				struct clone *C = clone_by_id(S, id);
+				struct clone *C = clone_by_key(S, id);
 				if (C && C->state == CL_HANDSHAKE)
 					on_handshake(C);
 			} else if (kind == EV_UFFD) {
-				struct clone *C = clone_by_id(S, id);
+				struct clone *C = clone_by_key(S, id);
 				if (!C || C->state != CL_SERVING)
 					continue;
 				faults_waiting = true;
@@ -407,10 +425,6 @@ static int serve_loop(struct server *S)
 		}
 		reap(S);
 		if (stop) {
-			if (!S->accepted && stop > 0) {
-				warnx("serve: stopped by signal %d while waiting for Firecracker", stop);
-				return EXIT_FAIL;
-			}
 			for (size_t i = 0; i < S->ncl; i++) {
 				struct clone *C = S->cl[i];
 				if (stop > 0)
@@ -420,6 +434,10 @@ static int serve_loop(struct server *S)
 				clone_end(C, true);
 			}
 			reap(S);
+			if (!S->accepted && stop > 0) {
+				warnx("serve: stopped by signal %d while waiting for Firecracker", stop);
+				return EXIT_FAIL;
+			}
 			if (stop > 0)
 				log_info("stopped", "signal=%d", stop);
 			return S->any_killed || stop < 0 ? EXIT_FAIL : EXIT_OK;

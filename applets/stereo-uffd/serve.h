@@ -53,7 +53,8 @@ struct server;
 
 struct clone {
 	struct server *S;
-	unsigned id;              /* 1, 2, ... in order of connection */
+	unsigned id;              /* 1, 2, ... in order of handshake (0 before it) */
+	unsigned key;             /* the loop's name for it, from its accept */
 	enum clone_state state;
 	struct peer peer;
 	int uffd;
@@ -118,7 +119,8 @@ struct server {
 	struct hs_listener listener;
 	struct clone **cl;        /* live clones (handshake or serving) */
 	size_t ncl, capcl;
-	unsigned accepted;        /* clones accepted so far (the over-limit ones not counted) */
+	unsigned accepted;        /* clones counted so far: those that sent their message */
+	unsigned nextkey;
 	unsigned rr;              /* prefetch round robin */
 	bool wake;                /* serve_wake: retry every deferred fault this turn */
 	bool any_killed;

@@ -155,7 +155,8 @@ void hs_unlisten(struct hs_listener *l);
  * (p->sock >= 0 when the peer is known: it must be killed). */
 int hs_accept(int lfd, struct peer *p, char *err);
 /* The one message, non-blocking: 0 = received and valid (h filled, h->uffd ours), 1 = not
- * yet, -1 = a violation (err). buf: HS_MAX_MSG bytes of scratch. */
+ * yet, 2 = closed without sending anything (a probe: no uffd, nobody waits on us), -1 = a
+ * violation (err). buf: HS_MAX_MSG bytes of scratch. */
 #define HS_MAX_MSG (256 * 1024)
 int hs_recv(struct peer *p, char *buf, struct handshake *h, char *err);
 /* The region JSON alone (also the fuzz target). */
