@@ -4,7 +4,7 @@
  * receiving the one message (JSON region array + exactly one fd in SCM_RIGHTS) without
  * blocking, and validating the regions. Also the fail-closed kill.
  *
- * Region fields by Firecracker version (spec/uffd.md §1): base_host_virt_addr, size, offset
+ * Region fields by Firecracker version (docs/stereo-uffd.md, "serve"): base_host_virt_addr, size, offset
  * (1.1+); page_size_kib, in bytes despite the name (1.7+); page_size (1.12+). Unknown fields
  * are ignored.
  */

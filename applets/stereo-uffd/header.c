@@ -3,7 +3,7 @@
  *
  * Layout (little-endian, no padding): Version, BlockSize, Size, Generation (u64 each),
  * BuildID[16], BaseBuildID[16], then 40-byte mappings {Offset, Length, BuildID[16],
- * BuildStorageOffset} to end of file. Spec: shared/spec/uffd.md §3.
+ * BuildStorageOffset} to end of file. See docs/stereo-uffd.md.
  */
 #include "uffd.h"
 #include <endian.h>

@@ -2,7 +2,7 @@
  * snapshot (header + mapped layer files), the packer shared by pack/layer/merge, the
  * Firecracker handshake and the page server.
  *
- * Spec: shared/spec/uffd.md. Nothing here is used outside applets/stereo-uffd/.
+ * Described in docs/stereo-uffd.md. Nothing here is used outside applets/stereo-uffd/.
  */
 #ifndef STEREO_UFFD_H
 #define STEREO_UFFD_H
