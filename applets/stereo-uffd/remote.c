@@ -31,7 +31,7 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 
-enum { CH_IDLE, CH_QUEUED, CH_URGENT, CH_ACTIVE, CH_DONE };
+enum { CH_IDLE, CH_QUEUED, CH_URGENT, CH_ACTIVE, CH_DONE, CH_FAILED };
 
 struct rlayer {
 	char *url, *pub, *etag;
@@ -39,6 +39,7 @@ struct rlayer {
 	struct centry e;
 	const uint8_t *map;
 	uint8_t *st;              /* per chunk, under G.mu */
+	char fail[512];           /* why the (last) failed chunk failed, under G.mu */
 };
 
 struct req {
@@ -349,13 +350,14 @@ static void chunk_failed(struct slot *s, const char *fmt, ...)
 	vsnprintf(why, sizeof why, fmt, ap);
 	va_end(ap);
 	pthread_mutex_lock(&G.mu);
+	snprintf(s->R->fail, sizeof s->R->fail, "%.120s: chunk %llu (bytes %llu-%llu): %.200s", s->R->pub,
+		 (unsigned long long)s->c, (unsigned long long)s->off,
+		 (unsigned long long)(s->off + s->want - 1), why);
 	if (!G.failed) {
 		G.failed = true;
-		snprintf(G.fail, sizeof G.fail, "%.120s: chunk %llu (bytes %llu-%llu): %.200s", s->R->pub,
-			 (unsigned long long)s->c, (unsigned long long)s->off,
-			 (unsigned long long)(s->off + s->want - 1), why);
+		snprintf(G.fail, sizeof G.fail, "%s", s->R->fail);
 	}
-	s->R->st[s->c] = CH_IDLE;
+	s->R->st[s->c] = CH_FAILED;   /* whoever needs it fails closed; nobody retries it */
 	pthread_mutex_unlock(&G.mu);
 	s->state = SLOT_FREE;
 	notify();
@@ -710,7 +712,8 @@ void remote_close(struct rlayer *R)
 	free(R);
 }
 
-static bool queue_range(struct rlayer *R, uint64_t off, uint64_t len, bool urgent, bool check)
+/* 0: all present; 1: queued (or on the way); -1: a chunk of it failed (err) */
+static int queue_range(struct rlayer *R, uint64_t off, uint64_t len, bool urgent, bool check, char *err)
 {
 	uint64_t c0 = off / G.o.chunk, c1 = (off + len - 1) / G.o.chunk;
 	if (check) {
@@ -718,12 +721,19 @@ static bool queue_range(struct rlayer *R, uint64_t off, uint64_t len, bool urgen
 		for (uint64_t c = c0; c <= c1 && all; c++)
 			all = cache_present(&R->e, c);
 		if (all)
-			return true;
+			return 0;
 	}
 	bool queued = false;
+	int r = 1;
 	pthread_mutex_lock(&G.mu);
 	for (uint64_t c = c0; c <= c1; c++) {
 		uint8_t st = R->st[c];
+		if (st == CH_FAILED && !cache_present(&R->e, c)) {
+			if (err)
+				errf(err, "fetching %s", R->fail);
+			r = -1;
+			break;
+		}
 		if (cache_present(&R->e, c) || st == CH_ACTIVE || st == CH_DONE || st == CH_URGENT)
 			continue;
 		if (st == CH_IDLE || urgent) {   /* a background chunk a vCPU now waits for jumps the line */
@@ -735,18 +745,18 @@ static bool queue_range(struct rlayer *R, uint64_t off, uint64_t len, bool urgen
 	pthread_mutex_unlock(&G.mu);
 	if (queued)
 		curl_multi_wakeup(G.multi);
-	return false;
+	return r;
 }
 
-bool remote_ready(struct rlayer *R, uint64_t off, uint64_t len, bool urgent)
+int remote_avail(struct rlayer *R, uint64_t off, uint64_t len, bool urgent, char *err)
 {
-	return len == 0 || queue_range(R, off, len, urgent, true);
+	return len == 0 ? 0 : queue_range(R, off, len, urgent, true, err);
 }
 
 void remote_prefetch(struct rlayer *R, uint64_t off, uint64_t len)
 {
 	if (len)
-		queue_range(R, off, len, false, false);
+		queue_range(R, off, len, false, false, NULL);
 }
 
 int remote_eventfd(void)
@@ -768,12 +778,13 @@ int remote_poll(char *err)
 
 int remote_wait(struct rlayer *R, uint64_t off, uint64_t len, char *err)
 {
-	while (!remote_ready(R, off, len, false)) {
+	int r;
+	while ((r = remote_avail(R, off, len, false, err)) == 1) {
 		struct pollfd p = {.fd = G.efd, .events = POLLIN};
 		poll(&p, 1, 1000);
 		if (remote_poll(err))
 			return -1;
 	}
-	return 0;
+	return r;
 }
 #endif

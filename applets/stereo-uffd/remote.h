@@ -59,16 +59,17 @@ const uint8_t *remote_map(const struct rlayer *R);
 int remote_fd(const struct rlayer *R);
 const char *remote_url(const struct rlayer *R);   /* without the query string */
 void remote_close(struct rlayer *R);
-/* Are the bytes [off, off+len) of the object in the cache? If not, their missing chunks are
- * queued: urgent ones at the front, before every background chunk. */
-bool remote_ready(struct rlayer *R, uint64_t off, uint64_t len, bool urgent);
+/* Are the bytes [off, off+len) of the object in the cache? 0: yes; 1: not yet, their missing
+ * chunks are queued (urgent ones at the front, before every background chunk); -1: one of
+ * them failed for good (err names the URL, the chunk and why). */
+int remote_avail(struct rlayer *R, uint64_t off, uint64_t len, bool urgent, char *err);
 /* Queue every chunk of [off, off+len) in the background (prefetch). */
 void remote_prefetch(struct rlayer *R, uint64_t off, uint64_t len);
 /* Fetch [off, off+len) and wait for it (cat, verify). */
 int remote_wait(struct rlayer *R, uint64_t off, uint64_t len, char *err);
 /* Readable when a chunk arrived or failed; read it with remote_poll. */
 int remote_eventfd(void);
-/* Clears the eventfd; -1 with the message when a chunk failed for good. */
+/* Clears the eventfd; -1 with the message when some chunk failed for good. */
 int remote_poll(char *err);
 uint64_t remote_chunk_size(void);
 #endif
