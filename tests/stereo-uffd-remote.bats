@@ -62,7 +62,7 @@ pid $D/ngx/nginx.pid;
 error_log $D/ngx/error.log;
 events { worker_connections 256; }
 http {
-	log_format ranges '\$request_method \$uri \$http_range \$status \$body_bytes_sent';
+	log_format ranges '\$request_method \$uri \$http_range \$status \$body_bytes_sent \$server_protocol \$connection';
 	access_log $D/ngx/access.log ranges;
 	client_body_temp_path $D/ngx/tmp; proxy_temp_path $D/ngx/tmp; fastcgi_temp_path $D/ngx/tmp;
 	uwsgi_temp_path $D/ngx/tmp; scgi_temp_path $D/ngx/tmp;
@@ -124,6 +124,8 @@ publish() {   # publish IMG: pack it into $D/www/snap
 	assert_output --partial "ok 1024 pages verified=1"
 	wait "$SP"
 	SP=""
+	# connections are reused (HTTP/1.1 keep-alive): far fewer than requests
+	[ "$(chunk_lines | awk '{print $7}' | sort -u | wc -l)" -le 8 ]
 	# demand only: no chunk fetched twice, every request a 206 range of a layer
 	run chunk_lines
 	[ "${#lines[@]}" -gt 4 ]
@@ -153,6 +155,9 @@ publish() {   # publish IMG: pack it into $D/www/snap
 	# --prefetch all fetched every chunk of the layer, once
 	layer_bytes=$(stat -c %s "$D/www/snap/$LAYER")
 	assert_equal "$(chunk_lines | wc -l)" $(( (layer_bytes + 131071) / 131072 ))
+	# over HTTP/2 (ALPN), on one connection per fetcher
+	assert_equal "$(chunk_lines | awk '{print $6}' | sort -u)" "HTTP/2.0"
+	[ "$(chunk_lines | awk '{print $7}' | sort -u | wc -l)" -le 2 ]
 }
 
 @test "remote: verify, inspect and cat take URLs; verify names an object shorter than its mappings" {
