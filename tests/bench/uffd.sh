@@ -161,7 +161,7 @@ remote_bench() {
 			--stats "$w/stats.json" 3>"$w/ready" 2>"$w/serve.log" &
 		srv=$!
 		wait_line "$w/ready" listening
-		standin --touch random > /dev/null
+		standin "$w/s.sock" --touch random > /dev/null
 		wait "$srv"
 		srv=""
 		python3 - "$w/stats.json" <<-'PY'
