@@ -753,6 +753,14 @@ int remote_avail(struct rlayer *R, uint64_t off, uint64_t len, bool urgent, char
 	return len == 0 ? 0 : queue_range(R, off, len, urgent, true, err);
 }
 
+bool remote_present(const struct rlayer *R, uint64_t off, uint64_t len)
+{
+	for (uint64_t c = off / G.o.chunk; len && c <= (off + len - 1) / G.o.chunk; c++)
+		if (!cache_present(&R->e, c))
+			return false;
+	return true;
+}
+
 void remote_prefetch(struct rlayer *R, uint64_t off, uint64_t len)
 {
 	if (len)

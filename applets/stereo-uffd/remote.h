@@ -63,6 +63,8 @@ void remote_close(struct rlayer *R);
  * chunks are queued (urgent ones at the front, before every background chunk); -1: one of
  * them failed for good (err names the URL, the chunk and why). */
 int remote_avail(struct rlayer *R, uint64_t off, uint64_t len, bool urgent, char *err);
+/* Are they all in the cache (nothing queued)? */
+bool remote_present(const struct rlayer *R, uint64_t off, uint64_t len);
 /* Queue every chunk of [off, off+len) in the background (prefetch). */
 void remote_prefetch(struct rlayer *R, uint64_t off, uint64_t len);
 /* Fetch [off, off+len) and wait for it (cat, verify). */

@@ -493,17 +493,25 @@ static int serve_loop(struct server *S)
 
 /* While Firecracker starts: read the layers into the page cache and our page tables, so no
  * COPY pays for a page-cache miss or a fault on its source (Linux >= 5.14). In 32 MiB steps,
- * stopping as soon as Firecracker connects: a large layer on a slow disk must not delay it. */
-static void populate_layers(const struct snap *s, int lfd)
+ * stopping as soon as Firecracker connects: a large layer on a slow disk must not delay it.
+ * Remote layers: with --prefetch all every chunk the header maps is queued at once (the
+ * download overlaps Firecracker's start), and only chunks already cached are populated. */
+static void populate_layers(struct snap *s, int lfd, bool prefetch_all)
 {
 	const uint64_t step = 32ULL << 20;
+	uint64_t ch = snap_chunk(s);
+	if (ch && prefetch_all)
+		for (size_t i = 0; i < s->h.n; i++)
+			if (s->src[i] >= 0)
+				snap_prefetch(&s->l[s->src[i]], s->h.m[i].store, s->h.m[i].len);
 	for (size_t k = 0; k < s->nl; k++) {
-		if (s->l[k].remote)
-			continue;   /* a cache file: its chunks are not there yet */
-		for (uint64_t off = 0; s->l[k].map && off < s->l[k].size; off += step) {
+		uint64_t unit = s->l[k].remote ? ch : step;
+		for (uint64_t off = 0; s->l[k].map && off < s->l[k].size; off += unit) {
 			if (fd_wait(lfd, POLLIN, 0) != 0)
 				return;
-			uint64_t n = s->l[k].size - off < step ? s->l[k].size - off : step;
+			uint64_t n = s->l[k].size - off < unit ? s->l[k].size - off : unit;
+			if (!snap_cached(&s->l[k], off, n))
+				continue;   /* a remote chunk not cached yet */
 			if (madvise((void *)(s->l[k].map + off), n, MADV_POPULATE_READ))
 				return;   /* an older kernel: the faults happen in the COPYs instead */
 		}
@@ -648,7 +656,7 @@ int cmd_serve(int argc, char **argv)
 		close(o.ready_fd);
 	}
 	log_info("listening", "socket=%s header=%s clones=%u", o.socket, s.hdr_path, o.max_clones);
-	populate_layers(&s, S.listener.fd);
+	populate_layers(&s, S.listener.fd, !strcmp(o.prefetch, "all"));
 
 	int code = serve_loop(&S);
 	hs_unlisten(&S.listener);

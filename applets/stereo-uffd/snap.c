@@ -99,6 +99,17 @@ int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err)
 	return 0;
 }
 
+bool snap_cached(const struct layer *L, uint64_t off, uint64_t len)
+{
+#ifdef CONFIG_STEREO_UFFD_REMOTE
+	if (L->remote)
+		return remote_present(L->remote, off, len);
+#else
+	(void)L, (void)off, (void)len;
+#endif
+	return true;
+}
+
 void snap_prefetch(struct layer *L, uint64_t off, uint64_t len)
 {
 #ifdef CONFIG_STEREO_UFFD_REMOTE

@@ -98,6 +98,8 @@ int snap_remote_opt(int code, const char *arg);
 int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err);
 /* Queue them in the background (prefetch); nothing for a local layer. */
 void snap_prefetch(struct layer *L, uint64_t off, uint64_t len);
+/* Are they readable now (a local layer: always; a remote one: its chunks are cached)? */
+bool snap_cached(const struct layer *L, uint64_t off, uint64_t len);
 /* The unit a remote layer arrives in (0: every layer is local) */
 uint64_t snap_chunk(const struct snap *s);
 /* -1 without remote layers; else readable when a chunk arrived or failed */
