@@ -63,7 +63,7 @@ pid $D/ngx/nginx.pid;
 error_log $D/ngx/error.log;
 events { worker_connections 256; }
 http {
-	log_format ranges '\$request_method \$uri \$http_range \$status \$body_bytes_sent \$server_protocol \$connection';
+	log_format ranges '\$request_method \$uri \$http_range \$status \$body_bytes_sent \$server_protocol \$connection \$args';
 	access_log $D/ngx/access.log ranges;
 	client_body_temp_path $D/ngx/tmp; proxy_temp_path $D/ngx/tmp; fastcgi_temp_path $D/ngx/tmp;
 	uwsgi_temp_path $D/ngx/tmp; scgi_temp_path $D/ngx/tmp;
@@ -413,4 +413,34 @@ EOF
 	grep -q "page=2097152" "$D/o1"
 	grep -q "verified=1" "$D/o1"
 	grep -q "verified=1" "$D/o2"
+}
+
+@test "remote: pre-signed URLs: the query string reaches the server untouched and never a message" {
+	mkimg "$D/img" 256 15
+	publish "$D/img"
+	uuid=${LAYER#memfile.}
+	nginx_start
+	sig='X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=0123abcdS3CR3T'
+	run ruffd inspect --cache "$D/cache" --layer "$uuid=$URL/snap/$LAYER?$sig" "$URL/snap/?tok=S3CR3T2" 
+	assert_success
+	refute_output --partial S3CR3T
+	run ruffd cat --cache "$D/cache" --chunk 64K --layer "$uuid=$URL/snap/$LAYER?$sig" "$URL/snap/?tok=S3CR3T2" "$D/out"
+	assert_success
+	cmp "$D/img" "$D/out"
+	# every layer request carried the signature as given; the header its directory's token
+	run awk -v l="/snap/$LAYER" '$2 == l {print $8}' "$D/ngx/access.log"
+	assert_output --partial "$sig"
+	[ "$(printf '%s\n' "$output" | sort -u)" = "$sig" ]
+	grep -q "/snap/memfile.header - 200 .* tok=S3CR3T2$" "$D/ngx/access.log"
+	# the cache key leaves the query string out: a new signature hits the same entry
+	before=$(chunk_lines | wc -l)
+	run ruffd cat --cache "$D/cache" --chunk 64K --layer "$uuid=$URL/snap/$LAYER?X-Amz-Signature=other" "$URL/snap" "$D/out2"
+	assert_success
+	assert_equal "$(chunk_lines | wc -l)" "$before"
+	# and a failure names the URL without it
+	rm "$D/www/snap/$LAYER"
+	run ruffd verify --cache "$D/cache" --layer "$uuid=$URL/snap/$LAYER?$sig" "$URL/snap"
+	assert_failure 1
+	assert_output --partial "$URL/snap/$LAYER?..."
+	refute_output --partial S3CR3T
 }

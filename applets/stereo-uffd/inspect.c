@@ -51,7 +51,9 @@ int cmd_inspect(int argc, char **argv)
 	if (i < 0 || argc - i != 1)
 		return usage_error(usage);
 	bool json = a.json;
-	const char *dir = a.dir = argv[i];
+	a.dir = argv[i];
+	char *shown = snap_shown(a.dir);   /* a URL's query string may be a signature */
+	const char *dir = shown;
 	struct snap s;
 	if (open_snapdir(&s, &a, err))
 		die(EXIT_FAIL, "inspect: %s", err);
@@ -108,6 +110,7 @@ int cmd_inspect(int argc, char **argv)
 		}
 	}
 	snap_close(&s);
+	free(shown);
 	return EXIT_OK;
 }
 
@@ -122,8 +125,10 @@ int cmd_verify(int argc, char **argv)
 	struct snap s;
 	if (open_snapdir(&s, &a, err))
 		die(EXIT_FAIL, "verify: %s", err);
-	printf("ok: %s: %llu bytes, generation %llu, %zu mappings, %zu layers\n", a.dir,
+	char *shown = snap_shown(a.dir);
+	printf("ok: %s: %llu bytes, generation %llu, %zu mappings, %zu layers\n", shown,
 	       (unsigned long long)s.h.size, (unsigned long long)s.h.gen, s.h.n, s.nl);
+	free(shown);
 	snap_close(&s);
 	return EXIT_OK;
 }

@@ -99,6 +99,16 @@ int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err)
 	return 0;
 }
 
+char *snap_shown(const char *path)
+{
+	size_t q = strcspn(path, "?");
+	if (!snap_is_url(path) || !path[q])
+		return xstrdup(path);
+	struct buf b = {0};
+	buf_printf(&b, "%.*s?...", (int)q, path);
+	return b.p;
+}
+
 bool snap_cached(const struct layer *L, uint64_t off, uint64_t len)
 {
 #ifdef CONFIG_STEREO_UFFD_REMOTE

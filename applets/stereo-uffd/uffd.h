@@ -98,6 +98,8 @@ int snap_remote_opt(int code, const char *arg);
 int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err);
 /* Queue them in the background (prefetch); nothing for a local layer. */
 void snap_prefetch(struct layer *L, uint64_t off, uint64_t len);
+/* path as it may be printed: a URL without its query string (which may hold a signature) */
+char *snap_shown(const char *path);
 /* Are they readable now (a local layer: always; a remote one: its chunks are cached)? */
 bool snap_cached(const struct layer *L, uint64_t off, uint64_t len);
 /* The unit a remote layer arrives in (0: every layer is local) */
