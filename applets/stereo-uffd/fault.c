@@ -313,7 +313,7 @@ static void arm_retry(struct clone *C, bool layer)
 }
 
 /* The array never overflows: the uffd is read only while a whole batch still fits. */
-static enum serve_rc defer(struct clone *C, uint64_t addr, int64_t since)
+static enum serve_rc defer(struct clone *C, uint64_t addr, int64_t since, uint64_t t0_ns)
 {
 	for (size_t i = 0; i < C->ndef; i++)
 		if (C->def[i].addr == addr) {   /* the same page faulted again meanwhile */
@@ -323,7 +323,7 @@ static enum serve_rc defer(struct clone *C, uint64_t addr, int64_t since)
 		}
 	if (C->ndef == DEFER_MAX)
 		return clone_fail(C, "more than %d faults deferred", DEFER_MAX);
-	C->def[C->ndef++] = (struct deferred){addr, since, C->layer_wait};
+	C->def[C->ndef++] = (struct deferred){addr, since, C->layer_wait, t0_ns};
 	arm_retry(C, C->layer_wait);
 	return SERVE_OK;
 }
@@ -344,7 +344,9 @@ static enum serve_rc retry_deferred(struct clone *C)
 			d.layer = C->layer_wait;
 			C->def[keep++] = d;
 			arm_retry(C, d.layer);
-		} else if (rc != SERVE_OK) {
+		} else if (rc == SERVE_OK) {
+			lat_record(C, mono_ns() - d.t0_ns);   /* a fault that waited (a layer range, EAGAIN) */
+		} else {
 			/* keep the rest; the clone ends anyway */
 			memmove(&C->def[keep], &C->def[i + 1], (n - i - 1) * sizeof *C->def);
 			C->ndef = keep + n - i - 1;
@@ -390,7 +392,7 @@ enum serve_rc clone_turn(struct clone *C, bool readable, bool woken)
 		C->c.faults++;
 		enum serve_rc rc = handle_fault(C, addr, true);
 		if (rc == SERVE_DEFER)
-			rc = defer(C, addr, now_ms());
+			rc = defer(C, addr, now_ms(), t0);
 		else if (rc == SERVE_OK)
 			lat_record(C, mono_ns() - t0);
 		if (rc != SERVE_OK)

@@ -35,6 +35,7 @@ struct deferred {
 	uint64_t addr;
 	int64_t since_ms;
 	bool layer;               /* waiting for its layer range, not for the kernel */
+	uint64_t t0_ns;           /* when it was read: its latency counts the wait */
 };
 #define DEFER_MAX 256
 
