@@ -10,7 +10,8 @@
  * is downloaded once per host. Every response is checked: 206, the exact Content-Range,
  * the object's size and ETag unchanged, the exact length. Connection errors, stalls and
  * 5xx are retried with backoff until --fetch-timeout; anything else fails the chunk at once.
- * A failed chunk is reported through remote_poll (the server then fails closed).
+ * A failed chunk stays failed: remote_avail reports it (with the URL, the chunk and why) to
+ * whoever needs it, which fails closed; remote_poll/remote_wait report the first failure.
  * URLs in messages and cache keys lose their query string (it may hold a signature).
  */
 #include "uffd.h"
