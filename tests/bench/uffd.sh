@@ -115,7 +115,7 @@ remote_bench() {
 	cp "$w/snap"/* "$w/www/"
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 	{
-		echo "user root; worker_processes 1; pid $w/ngx/nginx.pid; error_log $w/ngx/error.log;"
+		echo "user root; worker_processes auto; pid $w/ngx/nginx.pid; error_log $w/ngx/error.log;"
 		echo "events { worker_connections 256; }"
 		echo "http { log_format ranges '\$uri \$http_range \$status \$body_bytes_sent';"
 		echo "  access_log $w/ngx/access.log ranges; sendfile on;"
