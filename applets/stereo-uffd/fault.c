@@ -172,7 +172,7 @@ static enum serve_rc layer_rc(struct clone *C, enum layer_avail a, const char *e
 static enum serve_rc copy_assembled(struct clone *C, struct region *r, uint64_t p)
 {
 	struct snap *s = C->S->s;
-	uint8_t *bounce = C->S->bounce;
+	uint8_t *bounce = C->W->bounce;
 	uint64_t off = r->offset + p * C->page, done = 0;
 	char err[ERRBUF];
 	while (done < C->page) {
