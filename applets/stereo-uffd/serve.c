@@ -384,8 +384,10 @@ static int handover(struct clone *C, size_t nreg, bool has_page_size)
 		if (C->keep_sock >= 0)
 			ep_add(W->ep, C->keep_sock, EPOLLRDHUP, EV(EV_SOCK, C->key));
 	}
-	if (W != &S->w[0])
+	if (W != &S->w[0]) {
 		pthread_mutex_unlock(&W->mu);   /* from here on C is its loop's */
+		poke(W);   /* it may sleep with no timeout: prefetch has work without any event */
+	}
 	if (r)
 		return clone_fail(C, "handshake: out of memory");
 	return 0;
