@@ -7,8 +7,8 @@
  * The main thread's loop watches the listening socket, a signalfd, the connections in
  * handshake and the clones it serves itself; each worker's loop only its clones. A clone is
  * handed to the loop with the fewest clones at its handshake (the main thread's first), so
- * one clone is served exactly as by a single-threaded server, and N clones spread over the
- * CPUs like N servers would.
+ * one clone is served exactly as by a single-threaded server, and by default (--threads 64)
+ * each of up to 64 clones has a loop of its own, scheduled like N separate servers would be.
  *
  * A loop turn: its ready events (peers gone first, then, on the main loop, signals, new
  * connections, handshake messages), then for each of its clones at most one batch of uffd
@@ -748,8 +748,7 @@ int cmd_serve(int argc, char **argv)
 	};
 	struct serve_opts o = {.prefetch = "none", .fault_around = 64 * 1024, .accept_ms = 60000,
 			       .ready_fd = -1, .sock_mode = 0600, .sock_gid = (gid_t)-1, .max_clones = 1};
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	o.threads = ncpu < 1 ? 1 : ncpu > WORKERS_MAX ? WORKERS_MAX : (unsigned)ncpu;
+	o.threads = WORKERS_MAX;   /* a loop per clone, started as clones come */
 	static struct server S;
 	memset(&S, 0, sizeof S);
 	S.sfd = -1;

@@ -54,7 +54,7 @@ struct server;
 struct clone;
 
 /* A serving loop: the main thread is worker 0; more are started as clones come, up to
- * --threads. A clone is served by one worker from its handshake to its end; a worker holds
+ * --threads (default 64: a loop per clone). A clone is served by one worker from its handshake to its end; a worker holds
  * its mutex while it works on its clones (outside epoll_wait), so the main thread can read
  * their counters and end them (SIGTERM) under that mutex. */
 struct worker {

@@ -21,7 +21,8 @@ config STEREO_UFFD
 	      Listen on PATH for Firecracker's Uffd memory backend and serve every page
 	      fault of each Firecracker that connects (up to --clones N in all, default 1,
 	      0 = unlimited) from the snapshot, opened once (--header alone takes the layers
-	      from the header's directory), on --threads loops (default: one per CPU).
+	      from the header's directory), on up to --threads loops (default 64: a loop
+	      per clone).
 	      A clone's fatal error kills that Firecracker
 	      only; a peer past --clones is killed. Exits when the last clone has gone and
 	      no more may come: 0 if none had to be killed, else 1. SIGTERM kills the
