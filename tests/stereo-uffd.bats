@@ -691,6 +691,12 @@ EOF2
 	assert_failure 2
 	run stereo-uffd pack --block-size 8K a b
 	assert_failure 2
+	run stereo-uffd serve --socket x --dir y --clones -1
+	assert_failure 2
+	run stereo-uffd serve --socket x --dir y --threads 0
+	assert_failure 2
+	run stereo-uffd verify --frobnicate y
+	assert_failure 2
 }
 
 # ---- many clones through one server ---------------------------------------------------------
@@ -698,7 +704,8 @@ EOF2
 @test "8 clones restore one snapshot at once (some with REMOVE racing readers); one faulting outside its regions is killed, the rest and a 9th are served" {
 	mkimg dense "$D/img" 2048
 	stereo-uffd pack "$D/img" "$D/snap"
-	serve_start --dir "$D/snap" --clones 9 --stats "$D/stats.json"
+	# 4 loops: the main thread's and 3 workers, whatever the CPU count
+	serve_start --dir "$D/snap" --clones 9 --threads 4 --stats "$D/stats.json"
 	local pids=() i bad
 	for i in 1 2 3 4 5 6 7; do
 		if [ $((i % 2)) = 1 ]; then
@@ -743,7 +750,7 @@ EOF2
 @test "--clones 2: a third Firecracker is killed at once and logged, the two are served" {
 	mkimg sparse "$D/img"
 	stereo-uffd pack "$D/img" "$D/snap"
-	serve_start --dir "$D/snap" --clones 2 --stats "$D/stats.json"
+	serve_start --dir "$D/snap" --clones 2 --threads 1 --stats "$D/stats.json"
 	standin --image "$D/img" --hold "$D/go" > "$D/c1.out" &
 	local a=$!
 	standin --image "$D/img" --touch random --hold "$D/go" > "$D/c2.out" &
@@ -760,6 +767,34 @@ EOF2
 	run cat "$D/serve.log"
 	assert_output --partial "the clone limit (--clones) is reached (2 served); killed Firecracker (pid"
 	assert_equal "$(stat_of clones_served)" 2
+}
+
+all_prefetched() {   # all_prefetched N: N clones being served, every one prefetched
+	kill -USR1 "$SP"
+	python3 - "$D/stats.json" "$1" <<'EOF2'
+import json, sys
+j = json.load(open(sys.argv[1]))
+cl = [c for c in j["clones"] if c["state"] == "serving"]
+sys.exit(not (len(cl) == int(sys.argv[2]) and all(c["prefetch_done"] and c["prefetch_pages"] == c["pages"] for c in cl)))
+EOF2
+}
+
+@test "--prefetch all with clones on several loops: every clone is prefetched without a fault" {
+	mkimg sparse "$D/img" 2048
+	stereo-uffd pack "$D/img" "$D/snap"
+	serve_start --dir "$D/snap" --clones 3 --threads 2 --prefetch all --stats "$D/stats.json"
+	local sts=() i
+	for i in 1 2 3; do
+		standin --image "$D/img" --touch none --no-verify --hold "$D/go" > "$D/c$i.out" &
+		sts+=($!)
+	done
+	wait_for all_prefetched 3
+	touch "$D/go"
+	for i in 0 1 2; do wait "${sts[$i]}"; done
+	serve_wait
+	assert_equal "$SRC" 0
+	assert_equal "$(stat_of faults)" 0
+	assert_equal "$(stat_of prefetch_pages)" 6144
 }
 
 @test "with --clones 0 the server keeps serving until SIGTERM, which kills only the clones still served" {

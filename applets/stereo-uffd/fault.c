@@ -172,7 +172,7 @@ static enum serve_rc layer_rc(struct clone *C, enum layer_avail a, const char *e
 static enum serve_rc copy_assembled(struct clone *C, struct region *r, uint64_t p)
 {
 	struct snap *s = C->S->s;
-	uint8_t *bounce = C->S->bounce;
+	uint8_t *bounce = C->W->bounce;
 	uint64_t off = r->offset + p * C->page, done = 0;
 	char err[ERRBUF];
 	while (done < C->page) {
@@ -274,7 +274,7 @@ static enum serve_rc handle_fault(struct clone *C, uint64_t addr, bool first)
 	if (hi > r->npages)
 		hi = r->npages;
 	uint64_t before = C->c.pages_copied + C->c.pages_zeroed;
-	C->S->s->urgent = true;   /* a remote chunk this fault needs goes first in line */
+	snap_set_urgent(true);   /* a remote chunk this fault needs goes first in line */
 	enum serve_rc rc = serve_run(C, r, p, lo, hi);
 	/* The faulting run is in and its waiter woken. The rest of the window may come from
 	 * other sources (zero-fill next to data): an ioctl each costs far less than the
@@ -284,7 +284,7 @@ static enum serve_rc handle_fault(struct clone *C, uint64_t addr, bool first)
 			rc = serve_run(C, r, q, q, hi);
 	if (rc == SERVE_DEFER && page_bit(r->installed, p))
 		rc = SERVE_OK;   /* only the extra pages met a mapping change */
-	C->S->s->urgent = false;
+	snap_set_urgent(false);
 	C->c.fault_pages += C->c.pages_copied + C->c.pages_zeroed - before;
 	return rc;
 }

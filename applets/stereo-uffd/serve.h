@@ -6,6 +6,7 @@
 #ifndef STEREO_UFFD_SERVE_H
 #define STEREO_UFFD_SERVE_H
 #include "uffd.h"
+#include <pthread.h>
 
 /* Per-page state, two bits per page: installed (a page is mapped, by us or a racing copy)
  * and removed (a REMOVE event dropped it: it must read back as zeros, never as snapshot
@@ -51,9 +52,31 @@ struct prefetch {
 enum clone_state { CL_HANDSHAKE, CL_SERVING, CL_DEAD };
 
 struct server;
+struct clone;
+
+/* A serving loop: the main thread is worker 0; more are started as clones come, up to
+ * --threads (default 64: a loop per clone). A clone is served by one worker from its handshake to its end; a worker holds
+ * its mutex while it works on its clones (outside epoll_wait), so the main thread can read
+ * their counters and end them (SIGTERM) under that mutex. */
+struct worker {
+	struct server *S;
+	unsigned idx;
+	int ep, evfd;             /* evfd: wakes the loop (a clone handed over, a wake-up, quit) */
+	bool started;
+	pthread_t th;
+	pthread_mutex_t mu;
+	struct clone **cl;        /* its clones being served */
+	size_t ncl, capcl;
+	size_t nlive;             /* under S->mu: how many clones it serves (for placement) */
+	unsigned rr;              /* prefetch round robin */
+	int wake, quit;           /* atomics: serve_wake / stop */
+	uint8_t *bounce;          /* hugetlb only: a straddling page is assembled here */
+};
+#define WORKERS_MAX 64
 
 struct clone {
 	struct server *S;
+	struct worker *W;         /* the loop serving it (NULL during the handshake) */
 	unsigned id;              /* 1, 2, ... in order of handshake (0 before it) */
 	unsigned key;             /* the loop's name for it, from its accept */
 	enum clone_state state;
@@ -111,37 +134,47 @@ struct serve_opts {
 	mode_t sock_mode;
 	gid_t sock_gid;
 	unsigned max_clones;      /* 0 = unlimited */
+	unsigned threads;         /* serving loops, 1..WORKERS_MAX */
 };
 
 struct server {
 	struct snap *s;
 	const struct serve_opts *o;
-	int ep, sfd, lfd;
+	int sfd;
 	struct hs_listener listener;
-	struct clone **cl;        /* live clones (handshake or serving) */
-	size_t ncl, capcl;
+	struct clone **hs;        /* connections in handshake (the main thread's) */
+	size_t nhs, caphs;
+	struct worker w[WORKERS_MAX];
+	unsigned nw;              /* --threads */
 	unsigned accepted;        /* clones counted so far: those that sent their message */
 	unsigned nextkey;
-	unsigned rr;              /* prefetch round robin */
-	bool wake;                /* serve_wake: retry every deferred fault this turn */
+	pthread_mutex_t mu;       /* what follows, shared by the workers */
+	size_t live;              /* clones being served */
 	bool any_killed;
-	char *hsbuf;              /* the handshake message buffer, shared (one thread) */
-	uint8_t *zero2m, *bounce; /* hugetlb only: COPY sources for zero and straddling pages */
-	uint64_t *trace;          /* --prefetch trace:FILE, shared by every clone */
-	size_t ntrace;
-	bool prefetch_all;
 	struct counters gone;     /* the counters of every clone that has finished */
 	unsigned ngone;
 	struct clone_summary ring[SUMMARY_RING];
+	char *hsbuf;              /* the handshake message buffer (main thread only) */
+	uint8_t *zero2m;          /* hugetlb only: the COPY source for a zero page (read-only) */
+	uint64_t *trace;          /* --prefetch trace:FILE, shared by every clone (read-only) */
+	size_t ntrace;
+	bool prefetch_all;
 	struct watch watch[4];
 	size_t nwatch;
 };
 
+/* Every clone being served; the caller holds every worker's mutex (or they have stopped). */
+#define FOR_EACH_CLONE(S, C)                                                  \
+	for (unsigned _w = 0; _w < (S)->nw; _w++)                             \
+		for (size_t _i = 0; _i < (S)->w[_w].ncl && ((C) = (S)->w[_w].cl[_i], 1); _i++)
+
 /* serve.c */
 uint64_t mono_ns(void);
-/* Deferred faults of every clone are retried in this loop turn (a layer range came in). */
+/* Deferred faults of every clone are retried in the next turn of every loop (a layer range
+ * came in). Safe from any thread. */
 void serve_wake(struct server *S);
-/* Put fd on the loop; cb runs when it is readable. -1 when the table (4) is full. */
+/* Put fd on the main loop; cb runs there (holding worker 0's mutex only) when fd is readable.
+ * -1 when the table (4) is full. */
 int serve_watch_fd(struct server *S, int fd, void (*cb)(struct server *S, void *ctx), void *ctx);
 
 /* fault.c */

@@ -99,6 +99,13 @@ int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err)
 	return 0;
 }
 
+static __thread bool urgent;   /* per serving thread: a demand fault is being served */
+
+void snap_set_urgent(bool on)
+{
+	urgent = on;
+}
+
 char *snap_shown(const char *path)
 {
 	size_t q = strcspn(path, "?");
@@ -482,7 +489,7 @@ enum layer_avail layer_get(struct snap *s, size_t k, uint64_t off, uint64_t len,
 	const struct layer *L = &s->l[k];
 #ifdef CONFIG_STEREO_UFFD_REMOTE
 	if (L->remote) {
-		int r = remote_avail(L->remote, off, len, s->urgent, err);
+		int r = remote_avail(L->remote, off, len, urgent, err);
 		if (r)
 			return r > 0 ? LAYER_WAIT : LAYER_ERROR;
 	}
@@ -501,7 +508,7 @@ enum layer_avail layer_read(struct snap *s, size_t k, void *buf, uint64_t off, u
 	const struct layer *L = &s->l[k];
 #ifdef CONFIG_STEREO_UFFD_REMOTE
 	if (L->remote) {
-		int r = remote_avail(L->remote, off, len, s->urgent, err);
+		int r = remote_avail(L->remote, off, len, urgent, err);
 		if (r)
 			return r > 0 ? LAYER_WAIT : LAYER_ERROR;
 	}

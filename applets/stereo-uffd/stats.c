@@ -1,7 +1,8 @@
 /* stats.c - the page server's counters: per clone and in total (every clone served so far),
  * the fault-latency histogram, the stats lines on stderr (exit and SIGUSR1) and the --stats
  * JSON file (written atomically). Finished clones stay in the file through a ring of the
- * most recent ones; the totals keep everything. */
+ * most recent ones; the totals keep everything. print_counters and write_stats read every
+ * worker's clones: the caller holds every worker's mutex and the server's (serve.c). */
 #include "serve.h"
 
 void lat_record(struct clone *C, uint64_t ns)
@@ -41,8 +42,9 @@ static uint64_t lat_quantile(const struct counters *c, double q)
 static struct counters totals(const struct server *S)
 {
 	struct counters t = S->gone;
-	for (size_t i = 0; i < S->ncl; i++)
-		stats_add(&t, &S->cl[i]->c);
+	struct clone *C;
+	FOR_EACH_CLONE(S, C)
+		stats_add(&t, &C->c);
 	return t;
 }
 
@@ -76,10 +78,11 @@ void print_counters(const struct server *S)
 		(unsigned long long)c->removed_pages, (unsigned long long)c->eagain,
 		(unsigned long long)c->eexist, (unsigned long long)c->prefetch_pages,
 		(double)c->prefetch_ns / 1e6, (unsigned long long)lat_quantile(c, 0.5),
-		(unsigned long long)lat_quantile(c, 0.99), S->accepted, S->ncl);
-	for (size_t i = 0; i < S->ncl; i++)
-		if (S->cl[i]->state == CL_SERVING)
-			print_clone(S->cl[i], "serving");
+		(unsigned long long)lat_quantile(c, 0.99), S->accepted, S->live);
+	struct clone *C;
+	FOR_EACH_CLONE(S, C)
+		if (C->state == CL_SERVING)
+			print_clone(C, "serving");
 }
 
 static void counters_json(struct jw *w, const struct counters *c)
@@ -124,10 +127,11 @@ void write_stats(const struct server *S, const char *path)
 	struct buf b = {0};
 	struct jw w;
 	bool done = S->accepted > 0;
-	for (size_t i = 0; i < S->ncl; i++)
-		if (S->cl[i]->state == CL_SERVING && S->cl[i]->pf.active && !S->cl[i]->pf.done)
+	struct clone *C;
+	FOR_EACH_CLONE(S, C)
+		if (C->state == CL_SERVING && C->pf.active && !C->pf.done)
 			done = false;
-	if (S->prefetch_all && !S->ncl && S->ngone) {   /* only finished clones: the last one says */
+	if (S->prefetch_all && !S->live && S->ngone) {   /* only finished clones: the last one says */
 		const struct clone_summary *g = &S->ring[(S->ngone - 1) % SUMMARY_RING];
 		done = g->prefetch_done;
 	}
@@ -136,7 +140,7 @@ void write_stats(const struct server *S, const char *path)
 	counters_json(&w, &t);
 	jw_kbool(&w, "prefetch_done", done);
 	jw_kint(&w, "clones_served", S->accepted);
-	jw_kint(&w, "clones_live", (long long)S->ncl);
+	jw_kint(&w, "clones_live", (long long)S->live);
 	jw_key(&w, "clones");
 	jw_arr(&w);
 	unsigned from = S->ngone > SUMMARY_RING ? S->ngone - SUMMARY_RING : 0;
@@ -145,8 +149,7 @@ void write_stats(const struct server *S, const char *path)
 		clone_json(&w, g->id, g->pid, g->killed ? "killed" : "gone", g->npages, g->prefetch_done,
 			   g->pf_first, g->npf_first, &g->c);
 	}
-	for (size_t i = 0; i < S->ncl; i++) {
-		const struct clone *C = S->cl[i];
+	FOR_EACH_CLONE(S, C) {
 		if (C->state != CL_SERVING)
 			continue;
 		clone_json(&w, C->id, C->peer.pid, "serving", C->npages, C->pf.done, C->pf_first,

@@ -15,13 +15,15 @@ config STEREO_UFFD
 	  usage: stereo-uffd COMMAND [ARGS...]
 
 	  serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR]
-	        [--clones N] [--prefetch none|all|trace:FILE] [--fault-around 64K]
+	        [--clones N] [--threads N] [--prefetch none|all|trace:FILE] [--fault-around 64K]
 	        [--record-trace FILE] [--stats FILE] [--accept-timeout 60s] [--ready-fd N]
 	        [--socket-mode 600] [--socket-group GID]
 	      Listen on PATH for Firecracker's Uffd memory backend and serve every page
 	      fault of each Firecracker that connects (up to --clones N in all, default 1,
 	      0 = unlimited) from the snapshot, opened once (--header alone takes the layers
-	      from the header's directory). A clone's fatal error kills that Firecracker
+	      from the header's directory), on up to --threads loops (default 64: a loop
+	      per clone).
+	      A clone's fatal error kills that Firecracker
 	      only; a peer past --clones is killed. Exits when the last clone has gone and
 	      no more may come: 0 if none had to be killed, else 1. SIGTERM kills the
 	      clones still served. SIGUSR1 prints the counters (per clone and in total).

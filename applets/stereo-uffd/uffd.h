@@ -66,7 +66,6 @@ struct snap {
 	struct layer *l;
 	size_t nl;
 	int *src;                 /* per mapping: index into l, or -1 for zero-fill */
-	bool urgent;              /* layer_get/read for a demand fault: a remote chunk jumps the queue */
 };
 
 /* Layer files: "UUID=FILE" specs first, then memfile.<uuid>, then memfile when the header
@@ -98,6 +97,9 @@ int snap_remote_opt(int code, const char *arg);
 int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err);
 /* Queue them in the background (prefetch); nothing for a local layer. */
 void snap_prefetch(struct layer *L, uint64_t off, uint64_t len);
+/* This thread's layer_get/layer_read calls are for a demand fault (a remote chunk they
+ * need jumps the fetch queue) until it says false again. */
+void snap_set_urgent(bool on);
 /* path as it may be printed: a URL without its query string (which may hold a signature) */
 char *snap_shown(const char *path);
 /* Are they readable now (a local layer: always; a remote one: its chunks are cached)? */
