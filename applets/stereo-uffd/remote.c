@@ -221,6 +221,7 @@ static void set_common(CURL *h, long long left_ms)
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);   /* fewer, larger writes into the cache */
 	if (G.o.cacert)
 		curl_easy_setopt(h, CURLOPT_CAINFO, G.o.cacert);
 	if (left_ms < 1)

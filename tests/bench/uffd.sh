@@ -132,10 +132,11 @@ remote_bench() {
 		sleep 0.02
 	done
 	url=http://127.0.0.1:$port/
+	ropts=${UFFD_BENCH_REMOTE_OPTS:-}   # e.g. "--chunk 8M --fetch-concurrency 4"
 	rprefetch() {   # rprefetch DIR_OR_URL: ns from the handshake to fully resident
 		rm -f "$w/s.sock" "$w/ready" "$w/stats.json"
 		"$rbin" stereo-uffd serve --socket "$w/s.sock" --dir "$1" --ready-fd 3 --prefetch all \
-			--cache "$w/cache" --stats "$w/stats.json" 3>"$w/ready" 2>"$w/serve.log" &
+			--cache "$w/cache" $ropts --stats "$w/stats.json" 3>"$w/ready" 2>"$w/serve.log" &
 		srv=$!
 		wait_line "$w/ready" listening
 		rm -f "$w/go"
@@ -157,7 +158,7 @@ remote_bench() {
 	}
 	rdemand() {   # rdemand DIR_OR_URL: "p50 p99" of demand faults (random touch), in us
 		rm -f "$w/s.sock" "$w/ready" "$w/stats.json"
-		"$rbin" stereo-uffd serve --socket "$w/s.sock" --dir "$1" --ready-fd 3 --cache "$w/cache" \
+		"$rbin" stereo-uffd serve --socket "$w/s.sock" --dir "$1" --ready-fd 3 --cache "$w/cache" $ropts \
 			--stats "$w/stats.json" 3>"$w/ready" 2>"$w/serve.log" &
 		srv=$!
 		wait_line "$w/ready" listening
