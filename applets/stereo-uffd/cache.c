@@ -125,8 +125,12 @@ static int open_file(int dfd, const char *name, int flags, uint64_t want, bool f
 {
 	int fd = openat(dfd, name, flags | O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st))
-		return errf(err, "cache %s/%s: %s", dir, name, strerror(errno)), (fd >= 0 ? close(fd) : 0), -1;
+	if (fd < 0 || fstat(fd, &st)) {
+		errf(err, "cache %s/%s: %s", dir, name, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
 	if (fresh && (ftruncate(fd, 0) || ftruncate(fd, (off_t)want) || fsync(fd))) {
 		errf(err, "cache %s/%s: %s", dir, name, strerror(errno));
 		close(fd);

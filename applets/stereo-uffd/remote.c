@@ -707,6 +707,8 @@ void remote_close(struct rlayer *R)
 	if (R->map)
 		munmap((void *)R->map, R->size);
 	cache_close(&R->e);
+	if (R->url)   /* a pre-signed URL's query string is a credential */
+		explicit_bzero(R->url, strlen(R->url));
 	free(R->url);
 	free(R->pub);
 	free(R->etag);
