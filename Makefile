@@ -120,14 +120,15 @@ asan: $(P)build-asan/stereo $(TEST_HELPERS:%=build-asan/t/%)
 # stereod, the guest CLIs; static, small: what `make rootfs` puts in the image) and the host
 # one (stereo-uffd with remote layers over libcurl, stereo-host; dynamically linked).
 # The -asan variants come after their configuration's build: both write DIR/.config and
-# DIR/generated, which two sub-makes at once (make -j) must not.
-host:
+# DIR/generated, which two sub-makes at once (make -j) must not; the shared generated/ is made
+# once, before any of them.
+host: generated/.stamp
 	@$(MAKE) --no-print-directory O=build-host SEED=configs/host.config build-host/stereo
-host-asan: host
+host-asan: host generated/.stamp
 	@$(MAKE) --no-print-directory O=build-host SEED=configs/host.config build-host/build-asan/stereo
-guest:
+guest: generated/.stamp
 	@$(MAKE) --no-print-directory O=build-guest SEED=configs/guest.config build-guest/stereo
-guest-asan: guest
+guest-asan: guest generated/.stamp
 	@$(MAKE) --no-print-directory O=build-guest SEED=configs/guest.config build-guest/build-asan/stereo
 
 build/t/%: tests/helpers/%.c $(COMMON_OBJS)
