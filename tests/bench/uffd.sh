@@ -178,8 +178,13 @@ remote_bench() {
 		print(q(0.5), q(0.99))
 		PY
 	}
-	loc="" cold="" warm="" rc="" rw="" lp50="" lp99="" cp50="" cp99="" second=""
+	loc="" cold="" warm="" rc="" rw="" lp50="" lp99="" cp50="" cp99="" second="" fl=""
 	for _ in $(seq "$rounds"); do
+		# the network floor: plain curl downloads of the layer objects, one after another
+		t0=$(date +%s%N)
+		for f in "$w"/www/memfile.*-*; do curl -s -o /dev/null "$url$(basename "$f")"; done
+		t1=$(date +%s%N)
+		fl="$fl $(awk -v n=$((t1 - t0)) 'BEGIN { print n / 1e6 }')"
 		l=$(rprefetch "$w/snap")
 		rm -rf "$w/cache"
 		c=$(rprefetch "$url")
@@ -205,6 +210,7 @@ remote_bench() {
 	# shellcheck disable=SC2086
 	{
 		printf "%-44s %s ms\n" "object storage: --prefetch all, local dir" "$(fmt3 %.1f $loc)"
+		printf "%-44s %s ms (the layer objects, download only)\n" "object storage: floor: curl -o /dev/null" "$(fmt3 %.1f $fl)"
 		printf "%-44s %s ms | %s x local (target <= 2)\n" "object storage: --prefetch all, cold cache" \
 			"$(fmt3 %.1f $cold)" "$(fmt3 %.2f $rc)"
 		printf "%-44s %s ms | %s x local (target <= 1.1)\n" "object storage: --prefetch all, warm cache" \
