@@ -965,3 +965,28 @@ EOF2
 	serve_wait
 	assert_equal "$SRC" 0
 }
+
+@test "no memory for a clone's page state at its handshake kills that clone only; the server serves the next" {
+	[ "$STEREO_SUITE" != asan ] || skip "RLIMIT_AS cannot be lowered under AddressSanitizer"
+	# 64 GiB of zero-fill: a clone that maps it all needs 2 x 2 MiB of bitmaps
+	mkhdr "$D/snap" 3 $((64 << 30)) "0:$((64 << 30)):z:0"
+	truncate -s $((64 << 30)) "$D/big.img"
+	truncate -s $((4 << 20)) "$D/small.img"
+	serve_start --dir "$D/snap" --clones 2
+	# from here on the server cannot grow its address space by more than 1 MiB
+	local vm
+	vm=$(awk '/^VmSize:/ { print $2 }' "/proc/$SP/status")
+	prlimit --pid "$SP" --as=$(((vm + 1024) * 1024))
+	"$STEREO_T/fc_standin" --socket "$D/s.sock" --image "$D/big.img" --touch none --no-verify \
+		--hold "$D/go" > "$D/big.out" 2>&1 &
+	local big=$! bst=0
+	wait "$big" || bst=$?
+	assert_equal "$bst" 137
+	run standin --image "$D/small.img"
+	assert_success
+	assert_output --partial "verified=1"
+	serve_wait
+	assert_equal "$SRC" 1
+	run cat "$D/serve.log"
+	assert_output --partial "clone 1: handshake: out of memory for the page state of 16777216 pages; killed Firecracker (pid $big)"
+}

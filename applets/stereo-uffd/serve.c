@@ -206,6 +206,9 @@ static void clone_end(struct clone *C, bool kill)
 		C->W->nlive--;
 	}
 	pthread_mutex_unlock(&S->mu);
+	/* Firecracker holds the same open uffd: closing ours would not take it off the loop */
+	if (C->uffd >= 0 && C->W)
+		epoll_ctl(C->W->ep, EPOLL_CTL_DEL, C->uffd, NULL);
 	if (C->uffd >= 0)
 		close(C->uffd);
 	if (C->peer.sock >= 0)
@@ -405,11 +408,13 @@ static int handover(struct clone *C, size_t nreg, bool has_page_size)
 		C->peer.sock = -1;
 	}
 	struct worker *W = place(S);
-	if (C->page == PAGE_2M && !W->bounce && !(W->bounce = aligned_alloc(4096, PAGE_2M)))
-		return clone_fail(C, "handshake: out of memory for the huge-page buffer");
 	if (W != &S->w[0])
 		pthread_mutex_lock(&W->mu);
-	int r = list_add(&W->cl, &W->ncl, &W->capcl, C);
+	int r = 0;
+	if (C->page == PAGE_2M && !W->bounce && !(W->bounce = aligned_alloc(4096, PAGE_2M)))
+		r = clone_fail(C, "handshake: out of memory for the huge-page buffer");
+	else if (list_add(&W->cl, &W->ncl, &W->capcl, C))
+		r = clone_fail(C, "handshake: out of memory");
 	if (!r) {
 		log_info("serving", "clone=%u pid=%d regions=%zu page=%llu fault_around=%llu prefetch=%s loop=%u",
 			 C->id, (int)C->peer.pid, nreg, (unsigned long long)C->page,
@@ -430,9 +435,7 @@ static int handover(struct clone *C, size_t nreg, bool has_page_size)
 		pthread_mutex_unlock(&W->mu);   /* from here on C is its loop's */
 		poke(W);   /* it may sleep with no timeout: prefetch has work without any event */
 	}
-	if (r)
-		return clone_fail(C, "handshake: out of memory");
-	return 0;
+	return r;
 }
 
 static void hs_remove(struct server *S, struct clone *C)
