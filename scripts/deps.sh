@@ -14,7 +14,7 @@ if [ "${1:-}" = --check ]; then
 	exit 1
 fi
 pkgs="$build
-bats bats-support bats-assert bats-file jq curl cpio xz-utils zstd iproute2 util-linux e2fsprogs
+bats bats-support bats-assert bats-file jq curl libcurl4-openssl-dev nginx openssl cpio xz-utils zstd iproute2 util-linux e2fsprogs
 procps clang libclang-rt-14-dev qemu-system-x86"
 missing=""
 for p in $pkgs; do

@@ -2,6 +2,8 @@
 # run-tests.sh - run every bats suite against the normal build and the ASan+UBSan build,
 # keep bats' TAP output, and end with one line "N passed, N failed[, N skipped]".
 # STEREO_SUITES="normal asan" chooses the builds; TESTS="tests/x.bats ..." the files.
+# Suites that need the host configuration (remote layers) run $STEREO_REMOTE_BIN, the
+# same suite's build of configs/host.config (make host / make host-asan).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -10,8 +12,8 @@ files=${TESTS:-$(ls tests/*.bats)}
 pass=0 fail=0 skip=0 rc=0
 for suite in $suites; do
 	case $suite in
-	normal) bin=$top/stereo; t=$top/build/t ;;
-	asan) bin=$top/build-asan/stereo; t=$top/build-asan/t ;;
+	normal) bin=$top/stereo; t=$top/build/t; rbin=$top/build-host/stereo ;;
+	asan) bin=$top/build-asan/stereo; t=$top/build-asan/t; rbin=$top/build-host/build-asan/stereo ;;
 	*) echo "run-tests: unknown suite $suite" >&2; exit 2 ;;
 	esac
 	bindir=$top/build/bin-$suite
@@ -25,7 +27,7 @@ for suite in $suites; do
 	done
 	echo "# suite: $suite ($bin)"
 	out=$(mktemp)
-	STEREO_BIN=$bin STEREO_T=$t STEREO_SUITE=$suite STEREO_TOP=$top PATH=$bindir:$PATH \
+	STEREO_BIN=$bin STEREO_REMOTE_BIN=$rbin STEREO_T=$t STEREO_SUITE=$suite STEREO_TOP=$top PATH=$bindir:$PATH \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		bats --tap $these | tee "$out"
 	# the pipeline's status is tee's: the verdict is read from the TAP below

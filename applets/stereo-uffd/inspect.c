@@ -1,6 +1,8 @@
 /* inspect.c - the read-only tools: `inspect [--json] SNAPDIR` (summary of a snapshot),
  * `verify SNAPDIR` (every mapping valid, every layer present and long enough) and
- * `cat SNAPDIR OUTFILE` (the full memory image, written atomically; "-" for stdout).
+ * `cat SNAPDIR OUTFILE` (the full memory image, written atomically; "-" for stdout). Each
+ * takes `--layer UUID=FILE` (repeatable) for layers stored outside SNAPDIR, and with remote
+ * layers compiled in, URLs and the remote options (--cache, --chunk, ...: snap.c).
  */
 #include "uffd.h"
 #include <fcntl.h>
@@ -9,30 +11,51 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int open_snapdir(struct snap *s, const char *dir, char *err)
+struct ro_args {
+	bool json;
+	char *layers[64];
+	int nlayers;
+	const char *dir;
+};
+
+/* [--json] [--layer UUID=FILE ...] SNAPDIR ARGS...: returns optind, or -1 after a usage error */
+static int ro_parse(int argc, char **argv, bool allow_json, struct ro_args *a)
 {
-	char *hp = snap_header_path(dir);
-	int r = snap_open(s, hp, dir, NULL, 0, err);
-	free(hp);
-	return r;
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+					     {"layer", required_argument, NULL, 'l'}, SNAP_REMOTE_OPTIONS, {0}};
+	int c;
+	memset(a, 0, sizeof *a);
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'j' && allow_json) {
+			a->json = true;
+		} else if (c == 'l' && a->nlayers < (int)ARRAY_SIZE(a->layers)) {
+			a->layers[a->nlayers++] = optarg;
+		} else if (snap_remote_opt(c, optarg) != 0) {
+			return -1;
+		}
+	}
+	return optind;
+}
+
+static int open_snapdir(struct snap *s, const struct ro_args *a, char *err)
+{
+	return snap_open(s, NULL, a->dir, (char **)a->layers, a->nlayers, err);
 }
 
 int cmd_inspect(int argc, char **argv)
 {
-	static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {0}};
-	bool json = false;
-	int c;
+	static const char usage[] = "usage: inspect [--json] [--layer UUID=FILE ...] " SNAP_REMOTE_USAGE " SNAPDIR";
+	struct ro_args a;
 	char err[ERRBUF];
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c != 'j')
-			return usage_error("usage: inspect [--json] SNAPDIR");
-		json = true;
-	}
-	if (argc - optind != 1)
-		return usage_error("usage: inspect [--json] SNAPDIR");
-	const char *dir = argv[optind];
+	int i = ro_parse(argc, argv, true, &a);
+	if (i < 0 || argc - i != 1)
+		return usage_error(usage);
+	bool json = a.json;
+	a.dir = argv[i];
+	char *shown = snap_shown(a.dir);   /* a URL's query string may be a signature */
+	const char *dir = shown;
 	struct snap s;
-	if (open_snapdir(&s, dir, err))
+	if (open_snapdir(&s, &a, err))
 		die(EXIT_FAIL, "inspect: %s", err);
 	uint64_t zero = 0;
 	for (size_t i = 0; i < s.h.n; i++)
@@ -87,19 +110,25 @@ int cmd_inspect(int argc, char **argv)
 		}
 	}
 	snap_close(&s);
+	free(shown);
 	return EXIT_OK;
 }
 
 int cmd_verify(int argc, char **argv)
 {
 	char err[ERRBUF];
-	if (argc != 2)
-		return usage_error("usage: verify SNAPDIR");
+	struct ro_args a;
+	int i = ro_parse(argc, argv, false, &a);
+	if (i < 0 || argc - i != 1)
+		return usage_error("usage: verify [--layer UUID=FILE ...] " SNAP_REMOTE_USAGE " SNAPDIR");
+	a.dir = argv[i];
 	struct snap s;
-	if (open_snapdir(&s, argv[1], err))
+	if (open_snapdir(&s, &a, err))
 		die(EXIT_FAIL, "verify: %s", err);
-	printf("ok: %s: %llu bytes, generation %llu, %zu mappings, %zu layers\n", argv[1],
+	char *shown = snap_shown(a.dir);
+	printf("ok: %s: %llu bytes, generation %llu, %zu mappings, %zu layers\n", shown,
 	       (unsigned long long)s.h.size, (unsigned long long)s.h.gen, s.h.n, s.nl);
+	free(shown);
 	snap_close(&s);
 	return EXIT_OK;
 }
@@ -107,6 +136,13 @@ int cmd_verify(int argc, char **argv)
 static int cat_to(int fd, const struct snap *s, bool sparse, char *err)
 {
 	static const uint8_t zeros[65536];
+	/* remote layers: every chunk a mapping needs, downloaded first (all queued at once) */
+	for (size_t i = 0; i < s->h.n; i++)
+		if (s->src[i] >= 0)
+			snap_prefetch(&s->l[s->src[i]], s->h.m[i].store, s->h.m[i].len);
+	for (size_t i = 0; i < s->h.n; i++)
+		if (s->src[i] >= 0 && snap_fetch(&s->l[s->src[i]], s->h.m[i].store, s->h.m[i].len, err))
+			return -1;
 	for (size_t i = 0; i < s->h.n; i++) {
 		const struct mapping *m = &s->h.m[i];
 		int r = 0;
@@ -130,11 +166,14 @@ static int cat_to(int fd, const struct snap *s, bool sparse, char *err)
 int cmd_cat(int argc, char **argv)
 {
 	char err[ERRBUF];
-	if (argc != 3)
-		return usage_error("usage: cat SNAPDIR OUTFILE");
-	const char *out = argv[2];
+	struct ro_args a;
+	int i = ro_parse(argc, argv, false, &a);
+	if (i < 0 || argc - i != 2)
+		return usage_error("usage: cat [--layer UUID=FILE ...] " SNAP_REMOTE_USAGE " SNAPDIR OUTFILE");
+	a.dir = argv[i];
+	const char *out = argv[i + 1];
 	struct snap s;
-	if (open_snapdir(&s, argv[1], err))
+	if (open_snapdir(&s, &a, err))
 		die(EXIT_FAIL, "cat: %s", err);
 	if (!strcmp(out, "-")) {
 		if (cat_to(STDOUT_FILENO, &s, false, err))

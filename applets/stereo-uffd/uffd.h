@@ -2,11 +2,12 @@
  * snapshot (header + mapped layer files), the packer shared by pack/layer/merge, the
  * Firecracker handshake and the page server.
  *
- * Spec: shared/spec/uffd.md. Nothing here is used outside applets/stereo-uffd/.
+ * Described in docs/stereo-uffd.md. Nothing here is used outside applets/stereo-uffd/.
  */
 #ifndef STEREO_UFFD_H
 #define STEREO_UFFD_H
 #include "common/stereo.h"
+#include <getopt.h>
 
 #define PAGE_4K 4096ULL
 #define PAGE_2M 2097152ULL
@@ -32,7 +33,7 @@ struct snap_hdr {
 
 /* Parse and validate (sorted, contiguous, covering [0, size), aligned). name is for errors. */
 int hdr_parse(const uint8_t *p, size_t len, const char *name, struct snap_hdr *h, char *err);
-int hdr_read(const char *path, struct snap_hdr *h, char *err);
+int hdr_read_fd(int fd, const char *path, struct snap_hdr *h, char *err);
 int hdr_encode(const struct snap_hdr *h, struct buf *out);
 /* Index of the mapping holding guest offset off (off < size). */
 size_t hdr_find(const struct snap_hdr *h, uint64_t off);
@@ -46,9 +47,13 @@ int uuid_parse(const char *s, uint8_t u[16]);
 void uuid_random(uint8_t u[16]);
 
 /* ---- snap.c: a snapshot opened for reading -------------------------------------------- */
+struct rlayer;
+struct remote_opts;
+
 struct layer {
 	uint8_t id[16];
-	char *path;
+	char *path;               /* a file, or a URL (query string elided) when remote */
+	struct rlayer *remote;    /* an object-storage layer (remote.c); map is its cache file */
 	int fd;
 	uint64_t size;            /* file size when opened */
 	const uint8_t *map;       /* read-only mapping of the whole file (NULL when empty) */
@@ -63,12 +68,59 @@ struct snap {
 	int *src;                 /* per mapping: index into l, or -1 for zero-fill */
 };
 
-/* Layer files: "UUID=FILE" specs first, then DIR/memfile.<uuid>, then DIR/memfile when the
- * header references one layer. Checks every referenced layer is long enough. */
+/* Layer files: "UUID=FILE" specs first, then memfile.<uuid>, then memfile when the header
+ * references one layer, both inside the layer directory (dir, else the header's directory)
+ * and never through a symlink. hdr_path NULL = DIR/memfile.header (inside DIR). Every file
+ * must be a regular file (opened non-blocking); every referenced layer long enough. */
 int snap_open(struct snap *s, const char *hdr_path, const char *dir, char **specs, int nspecs,
 	      char *err);
 void snap_close(struct snap *s);
 char *snap_header_path(const char *dir);   /* DIR/memfile.header, caller frees */
+static inline bool snap_is_url(const char *s)
+{
+	return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8);
+}
+/* Options for layers given by URL, shared by every subcommand that reads a snapshot. */
+#define SNAP_REMOTE_OPTIONS                                       \
+	{"cache", required_argument, NULL, 1001},                 \
+	{"chunk", required_argument, NULL, 1002},                 \
+	{"cache-max", required_argument, NULL, 1003},             \
+	{"fetch-concurrency", required_argument, NULL, 1004},     \
+	{"fetch-timeout", required_argument, NULL, 1005},         \
+	{"cacert", required_argument, NULL, 1006}
+#define SNAP_REMOTE_USAGE "[--cache DIR] [--chunk 4M] [--cache-max SIZE] " \
+	"[--fetch-concurrency 8] [--fetch-timeout 30s] [--cacert FILE]"
+/* 0: handled; -1: not one of them; else a usage error's exit code (already printed) */
+int snap_remote_opt(int code, const char *arg);
+/* Fetch the bytes [off, off+len) of layer L and wait for them (cat): 0 or -1 + err;
+ * nothing to do for a local layer. */
+int snap_fetch(struct layer *L, uint64_t off, uint64_t len, char *err);
+/* Queue them in the background (prefetch); nothing for a local layer. */
+void snap_prefetch(struct layer *L, uint64_t off, uint64_t len);
+/* This thread's layer_get/layer_read calls are for a demand fault (a remote chunk they
+ * need jumps the fetch queue) until it says false again. */
+void snap_set_urgent(bool on);
+/* path as it may be printed: a URL without its query string (which may hold a signature) */
+char *snap_shown(const char *path);
+/* Are they readable now (a local layer: always; a remote one: its chunks are cached)? */
+bool snap_cached(const struct layer *L, uint64_t off, uint64_t len);
+/* The unit a remote layer arrives in (0: every layer is local) */
+uint64_t snap_chunk(const struct snap *s);
+/* -1 without remote layers; else readable when a chunk arrived or failed */
+int snap_eventfd(void);
+/* clears the eventfd: -1 + err when some chunk failed for good */
+int snap_poll(char *err);
+
+/* The page server reads layer bytes only through these two (one place, so a layer that is
+ * not local can join): LAYER_WAIT = "not available yet": the caller defers the fault and
+ * retries it when the server is woken (serve_wake in serve.h); LAYER_ERROR = err says why
+ * (fatal for the clone that needed the bytes). */
+enum layer_avail { LAYER_READY, LAYER_WAIT, LAYER_ERROR };
+/* A pointer to [off, off+len) of layer k, valid until snap_close (the COPY source). */
+enum layer_avail layer_get(struct snap *s, size_t k, uint64_t off, uint64_t len, const uint8_t **p,
+			   char *err);
+/* [off, off+len) of layer k copied into buf. */
+enum layer_avail layer_read(struct snap *s, size_t k, void *buf, uint64_t off, uint64_t len, char *err);
 
 /* ---- pack.c: writing layers ------------------------------------------------------------ */
 bool block_is_zero(const uint8_t *p, size_t n);
@@ -127,12 +179,30 @@ struct handshake {
 	int uffd;
 };
 
-int hs_listen(const char *path, mode_t mode, gid_t gid, char *err);
-/* Waits for one connection; a signal other than SIGUSR1 on sigfd (-1: none) ends the wait. */
-int hs_accept(int lfd, int sigfd, int timeout_ms, struct peer *p, char *err);
-int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err);
+/* The listening socket and the inode it created, so exit removes only our own socket. */
+struct hs_listener {
+	int fd;
+	const char *path;
+	dev_t dev;
+	ino_t ino;
+};
+/* Refuses a socket at path that accepts connections ("in use"), replaces a stale one. */
+int hs_listen(struct hs_listener *l, const char *path, mode_t mode, gid_t gid, char *err);
+/* Closes the socket; unlinks path only if it is still the inode we bound. */
+void hs_unlisten(struct hs_listener *l);
+/* One pending connection, identified: 1 = got one (p filled), 0 = none pending, -1 = error
+ * (p->sock >= 0 when the peer is known: it must be killed). */
+int hs_accept(int lfd, struct peer *p, char *err);
+/* The one message, non-blocking: 0 = received and valid (h filled, h->uffd ours), 1 = not
+ * yet, 2 = closed without sending anything (a probe: no uffd, nobody waits on us), -1 = a
+ * violation (err). buf: HS_MAX_MSG bytes of scratch. */
+#define HS_MAX_MSG (256 * 1024)
+int hs_recv(struct peer *p, char *buf, struct handshake *h, char *err);
 /* The region JSON alone (also the fuzz target). */
 int hs_parse_regions(const char *s, size_t len, struct handshake *h, char *err);
-void peer_kill(struct peer *p);
+/* SIGKILL the peer: 1 = killed, 0 = it had already gone. */
+int peer_kill(struct peer *p);
+/* Has the peer exited (its pidfd readable)? false when unknown. */
+bool peer_gone(const struct peer *p);
 
 #endif
