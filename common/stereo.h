@@ -68,5 +68,6 @@ void slog(enum log_level l, const char *msg, const char *kvfmt, ...)
 #include "common/valid.h"
 #include "common/sock.h"
 #include "common/http.h"
+#include "common/proc.h"
 
 #endif
