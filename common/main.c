@@ -118,7 +118,20 @@ static int run(const struct applet *a, int argc, char **argv)
 	return a->main(argc, argv);
 }
 
-int main(int argc, char **argv)
+/* Write errors on stdout are checked once, here, after the applet returns (toybox's xexit):
+ * applets print with stdio and need not check every printf. A failed flush turns success
+ * into exit 1 with a message; a broken pipe (the reader went away) fails silently. */
+static int finish_stdout(int rc)
+{
+	errno = 0;
+	if (!fflush(stdout) && !ferror(stdout))
+		return rc;
+	if (errno != EPIPE)
+		warnx("writing to stdout: %s", errno ? strerror(errno) : "I/O error");
+	return rc ? rc : EXIT_FAIL;
+}
+
+static int dispatch(int argc, char **argv)
 {
 	char *base = strrchr(argv[0], '/');
 	base = base ? base + 1 : argv[0];
@@ -160,4 +173,9 @@ unknown:
 	list_applets(stderr, " ");
 	fputc('\n', stderr);
 	return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	return finish_stdout(dispatch(argc, argv));
 }

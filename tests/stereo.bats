@@ -90,3 +90,21 @@ first_applet() { "$STEREO_BIN" --list | head -1; }
 	run "$STEREO_BIN" --install
 	assert_equal "$status" 2
 }
+
+@test "a write error on stdout fails the multiplexer: --list, --version, --help >/dev/full exit 1 with a message" {
+	for opt in --list --version --help; do
+		run --separate-stderr "$STEREO_BIN" "$opt"
+		assert_success
+		run --separate-stderr sh -c '"$0" "$1" >/dev/full' "$STEREO_BIN" "$opt"
+		assert_equal "$status" 1
+		[[ "$stderr" == "stereo: writing to stdout: No space left on device" ]] || fail "$opt: '$stderr'"
+	done
+}
+
+@test "a write error on stdout fails every applet: APPLET --help >/dev/full exits 1 with a message" {
+	for a in $("$STEREO_BIN" --list); do
+		run --separate-stderr sh -c '"$0" "$1" --help >/dev/full' "$STEREO_BIN" "$a"
+		assert_equal "$status" 1
+		[[ "$stderr" == "$a: writing to stdout: No space left on device" ]] || fail "$a: '$stderr'"
+	done
+}
