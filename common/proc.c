@@ -4,24 +4,19 @@
  * to its default, no fd beyond stdin/stdout/stderr and the ones asked for, its own process
  * group or session, then the asked-for directory and credentials, then exec.
  *
- * It does not reap: proc_spawn's children are reaped by the caller's waitpid(-1) (init's and
- * stereod's loops), proc_run reaps its own child.
+ * proc_spawn's children are reaped by the caller's waitpid(-1) (init's and stereod's loops);
+ * proc_run waits for its own child through a go-between process (see there).
  */
 #include "common/stereo.h"
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#ifndef CLONE_PIDFD
-#define CLONE_PIDFD 0x00001000
-#endif
 
 /* The signals this process set to SIG_IGN through proc_sig_ignore (process-wide state by
  * nature, written at start-up only). Dispositions a parent handed us stay as they were. */
@@ -165,42 +160,21 @@ pid_t proc_spawn(const struct proc_req *r)
 	return pid;
 }
 
-/* clone3 with no exit signal: only waitpid(pid, __WALL) sees this child, so a loop's
- * waitpid(-1) cannot take its status away. The fallback (clone3 refused, as some seccomp
- * filters do) is fork plus pidfd_open. */
-struct clone_args_v0 {
-	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
-};
-
-static pid_t spawn_quiet(const struct proc_req *r, int *pidfd)
+/* A raw clone: a private copy of the caller like fork(), but without glibc's fork handlers,
+ * so it is safe in a multi-threaded process as long as the copy makes only plain system calls
+ * (no malloc, no stdio, no locks). exit_signal 0: a "clone child" that waitpid(-1) without
+ * __WALL does not see. All the other arguments are 0, so their order (which differs between
+ * architectures) does not matter. */
+static pid_t raw_clone(int exit_signal)
 {
-	struct clone_args_v0 a = {.flags = CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)pidfd};
-	*pidfd = -1;
-	long pid = syscall(SYS_clone3, &a, sizeof a);
-	if (pid == 0)
-		child_exec(r);
-	if (pid > 0) {
-		if (!r->setsid)
-			setpgid((pid_t)pid, (pid_t)pid);
-		return (pid_t)pid;
-	}
-	if (errno != ENOSYS && errno != EPERM)
-		return -errno;
-	pid = proc_spawn(r);
-	if (pid > 0)
-		*pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
-	return (pid_t)pid;
+	return (pid_t)syscall(SYS_clone, (unsigned long)exit_signal, 0UL, 0UL, 0UL, 0UL);
 }
 
-int proc_run(const struct proc_req *r, int64_t deadline, int *status)
+/* Wait for pid until deadline (0: none), SIGKILL its process group past it. 0 or -ETIMEDOUT
+ * with *status, or -errno. Runs in proc_run's go-between: system calls only. */
+static int wait_until(pid_t pid, int64_t deadline, int *status)
 {
-	if (r->nfds < 0 || r->nfds > PROC_FDS_MAX)
-		return -EINVAL;
-	int pidfd;
-	pid_t pid = spawn_quiet(r, &pidfd);
-	if (pid < 0)
-		return pid;
-	int rc = 0;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0), rc = 0;
 	for (;;) {
 		int wait_ms = -1;
 		if (deadline) {
@@ -213,32 +187,68 @@ int proc_run(const struct proc_req *r, int64_t deadline, int *status)
 			}
 			wait_ms = left > INT_MAX ? INT_MAX : (int)left;
 		}
-		if (pidfd < 0) {
-			/* no pidfd (a kernel before 5.3): look every 10 ms */
-			if (waitpid(pid, status, WNOHANG | __WALL) == pid)
+		if (pidfd < 0) {   /* no pidfd (before Linux 5.3): look every 10 ms */
+			if (waitpid(pid, status, WNOHANG) == pid)
 				return 0;
-			wait_ms = wait_ms < 0 || wait_ms > 10 ? 10 : wait_ms;
-			poll(NULL, 0, wait_ms);
+			poll(NULL, 0, wait_ms < 0 || wait_ms > 10 ? 10 : wait_ms);
 			continue;
 		}
 		struct pollfd p = {.fd = pidfd, .events = POLLIN};
-		int n = poll(&p, 1, wait_ms);
-		if (n > 0)
+		if (poll(&p, 1, wait_ms) > 0)
 			break;
-		if (n < 0 && errno != EINTR) {
-			rc = -errno;
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
-			break;
-		}
 	}
 	if (pidfd >= 0)
 		close(pidfd);
-	int st = 0;
-	while (waitpid(pid, &st, __WALL) < 0) {
+	while (waitpid(pid, status, 0) < 0)
 		if (errno != EINTR)
-			return rc ? rc : -errno;
-	}
-	*status = st;
+			return -errno;
 	return rc;
+}
+
+/* The child is started by a private go-between process, which waits for it (with the
+ * deadline) and reports its status through a pipe. A child that execs becomes a normal
+ * SIGCHLD child whatever it was cloned with, so this is the only way to keep another
+ * thread's waitpid(-1) (a daemon's loop reaping) from taking the status away: the go-between
+ * is the child's parent, and the go-between itself never execs and sends no SIGCHLD. */
+int proc_run(const struct proc_req *r, int64_t deadline, int *status)
+{
+	if (r->nfds < 0 || r->nfds > PROC_FDS_MAX)
+		return -EINVAL;
+	int p[2];
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	pid_t mid = raw_clone(0);
+	if (mid == 0) {
+		struct { int rc, status; } res = {0, 0};
+		close(p[0]);
+		pid_t pid = raw_clone(SIGCHLD);
+		if (pid == 0)
+			child_exec(r);
+		if (pid < 0) {
+			res.rc = -errno;
+		} else {
+			if (!r->setsid)
+				setpgid(pid, pid);
+			res.rc = wait_until(pid, deadline, &res.status);
+		}
+		ssize_t w = write(p[1], &res, sizeof res);
+		_exit(w == sizeof res ? 0 : 1);
+	}
+	int e = errno;
+	close(p[1]);
+	if (mid < 0) {
+		close(p[0]);
+		return -e;
+	}
+	struct { int rc, status; } res;
+	ssize_t n;
+	while ((n = read(p[0], &res, sizeof res)) < 0 && errno == EINTR)
+		;
+	close(p[0]);
+	while (waitpid(mid, NULL, __WALL) < 0 && errno == EINTR)
+		;
+	if (n != sizeof res)
+		return -EIO;   /* the go-between died (killed from outside) */
+	*status = res.status;
+	return res.rc;
 }

@@ -39,10 +39,11 @@ int proc_sig_ignore(int sig);
 pid_t proc_spawn(const struct proc_req *r);
 
 /* Start a child and block until it exits, killing its process group with SIGKILL at
- * deadline (absolute, now_ms() milliseconds; 0: no deadline). The child sends no SIGCHLD and
- * a waitpid(-1) elsewhere in the process (another thread's loop) does not reap it, so this is
- * safe on a worker thread. Returns 0 with *status (a wait status) when it exited, -ETIMEDOUT
- * with *status when it was killed at the deadline, another -errno when it could not run. */
+ * deadline (absolute, now_ms() milliseconds; 0: no deadline; past: killed at once). The child
+ * is started and waited for by a private go-between process, so a waitpid(-1) elsewhere in
+ * the process (another thread's loop reaping) cannot take its status: safe on a worker
+ * thread. Returns 0 with *status (a wait status) when it exited, -ETIMEDOUT with *status when
+ * it was killed at the deadline, another -errno when it could not run. */
 int proc_run(const struct proc_req *r, int64_t deadline, int *status);
 
 /* "exit 3", "signal 9" */
