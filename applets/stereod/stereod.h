@@ -54,11 +54,10 @@ struct stereod {
 
 /* stereod.c */
 char *path_under_root(const struct stereod *d, const char *path);   /* xmalloc'd */
-/* Run "/bin/sh -c CMD" (with args[] as $1...) through proc_spawn, stdin /dev/null; the loop's
- * SIGCHLD reaps it. Returns the pid or -errno. */
+/* Run "/bin/sh -c CMD" (with argv[] as $1...) in a child with the default signal mask.
+ * Returns the pid or -errno. */
 pid_t spawn_sh(const char *cmd, const char *const *args);
-/* The same through proc_run, waiting up to timeout_ms (then its process group is killed):
- * exit status (0..255), or -1 with err. */
+/* Run spawn_sh and wait for it up to timeout_ms: exit status (0..255), or -1 with err. */
 int run_sh(const char *cmd, const char *const *args, int timeout_ms, char *err);
 
 /* lifecycle.c */
