@@ -66,13 +66,13 @@ savedefconfig: generated/Kconfig.applets
 	@echo "minimal config written to ./defconfig"
 
 # ---- build ---------------------------------------------------------------------------
-COMMON_SRCS := $(filter-out common/main.c,$(wildcard common/*.c))
-APPLET_SRCS := $(sort $(src-y))
 # an applets/*.c that declares no applet is code some applets share (cli.c); --gc-sections
 # drops it when no applet using it is built
 LPAREN      := (
 SHARED_SRCS := $(shell grep -L '^APPLET$(LPAREN)' applets/*.c)
-SRCS        := common/main.c $(COMMON_SRCS) $(SHARED_SRCS) $(APPLET_SRCS)
+COMMON_SRCS := $(filter-out common/main.c,$(wildcard common/*.c))
+APPLET_SRCS := $(sort $(src-y) $(SHARED_SRCS))
+SRCS        := common/main.c $(COMMON_SRCS) $(APPLET_SRCS)
 LIBS        := $(if $(CONFIG_INIT_NET),$(NL_LIBS))
 STATIC_FLAG := $(if $(CONFIG_STATIC),-static)
 
