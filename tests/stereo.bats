@@ -108,3 +108,23 @@ first_applet() { "$STEREO_BIN" --list | head -1; }
 		[[ "$stderr" == "$a: writing to stdout: No space left on device" ]] || fail "$a: '$stderr'"
 	done
 }
+
+# usage_from_help APPLET CMD [ARGS...]: the usage error for CMD names the applet and the command
+# and is, word for word, the command's text in APPLET --help (the one place it is written)
+usage_from_help() {
+	local applet=$1
+	shift
+	run --separate-stderr "$STEREO_BIN" "$applet" "$@"
+	assert_equal "$status" 2
+	local first=${stderr%%$'\n'*}
+	[[ "$first" == "$applet: usage: $applet $1"* ]] || fail "$applet $1: '$first'"
+	local u=${first#"$applet: usage: $applet "}
+	"$STEREO_BIN" "$applet" --help | tr -s ' \n' '  ' | grep -qF -- "$u" ||
+		fail "$applet $1: '$u' is not in the help"
+}
+
+@test "a subcommand's usage error is its text in --help: stereo-secret set, rm, list" {
+	usage_from_help stereo-secret set
+	usage_from_help stereo-secret rm
+	usage_from_help stereo-secret list extra
+}
