@@ -1,9 +1,10 @@
-/* handshake.c - Firecracker's side of the Uffd memory backend: listen, accept the one
- * connection with a timeout, identify the peer (SO_PEERPIDFD, else SO_PEERCRED + pidfd_open
- * with a start-time check), receive the one message (JSON region array + exactly one fd in
- * SCM_RIGHTS) and validate the regions. Also the fail-closed kill.
+/* handshake.c - Firecracker's side of the Uffd memory backend: the listening socket (refusing
+ * one that is in use, removing at exit only the inode it bound), accepting a connection and
+ * identifying the peer (SO_PEERPIDFD, else SO_PEERCRED + pidfd_open with a start-time check),
+ * receiving the one message (JSON region array + exactly one fd in SCM_RIGHTS) without
+ * blocking, and validating the regions. Also the fail-closed kill.
  *
- * Region fields by Firecracker version (spec/uffd.md §1): base_host_virt_addr, size, offset
+ * Region fields by Firecracker version (docs/stereo-uffd.md, "serve"): base_host_virt_addr, size, offset
  * (1.1+); page_size_kib, in bytes despite the name (1.7+); page_size (1.12+). Unknown fields
  * are ignored.
  */
@@ -11,8 +12,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,13 +22,63 @@
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77   /* Linux 6.5; Debian 12's headers lack it */
 #endif
-#define HS_MAX_MSG (256 * 1024)
 #define HS_MAX_FDS 8
 
 /* The socket's mode and group let a jailed Firecracker (its own uid/gid) connect. */
-int hs_listen(const char *path, mode_t mode, gid_t gid, char *err)
+int hs_listen(struct hs_listener *l, const char *path, mode_t mode, gid_t gid, char *err)
 {
-	return sock_listen_unix(path, mode, gid, err);
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	l->fd = -1;
+	l->path = path;
+	if (strlen(path) >= sizeof sun.sun_path)
+		return errf(err, "socket path '%s' is too long", path);
+	strcpy(sun.sun_path, path);
+	struct stat st;
+	if (!lstat(path, &st) && S_ISSOCK(st.st_mode)) {
+		/* another server's live socket must not be taken over; a stale one is replaced */
+		int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (c < 0)
+			return errf(err, "socket: %s", strerror(errno));
+		int r = connect(c, (struct sockaddr *)&sun, sizeof sun), e = errno;
+		close(c);
+		if (!r || e == EAGAIN || e == EINPROGRESS)
+			return errf(err, "socket %s is in use: another server accepts connections on it", path);
+		if (e == ECONNREFUSED)
+			unlink(path);
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return errf(err, "socket: %s", strerror(errno));
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun)) {
+		errf(err, "binding %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (lstat(path, &st)) {
+		errf(err, "binding %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	l->dev = st.st_dev;
+	l->ino = st.st_ino;
+	l->fd = fd;
+	if (chmod(path, mode) || (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid)) || listen(fd, 128)) {
+		errf(err, "setting up %s: %s", path, strerror(errno));
+		hs_unlisten(l);
+		return -1;
+	}
+	return fd;
+}
+
+void hs_unlisten(struct hs_listener *l)
+{
+	if (l->fd < 0)
+		return;
+	struct stat st;
+	if (!lstat(l->path, &st) && st.st_dev == l->dev && st.st_ino == l->ino)
+		unlink(l->path);
+	close(l->fd);
+	l->fd = -1;
 }
 
 /* Start time of pid in clock ticks since boot (field 22 of /proc/PID/stat), 0 if unknown. */
@@ -89,37 +141,28 @@ static unsigned long long boot_ticks(void)
 	       (unsigned long long)ts.tv_nsec / (1000000000ULL / (unsigned long long)hz) + 1;
 }
 
-int hs_accept(int lfd, int sigfd, int timeout_ms, struct peer *p, char *err)
+int hs_accept(int lfd, struct peer *p, char *err)
 {
 	p->pid = 0;
 	p->pidfd = p->sock = -1;
-	int64_t deadline = now_ms() + timeout_ms;
 	for (;;) {
-		int64_t left = deadline - now_ms();
-		if (left <= 0)
-			return errf(err, "no connection from Firecracker within %d ms", timeout_ms);
-		struct pollfd pf[2] = {{lfd, POLLIN, 0}, {sigfd, POLLIN, 0}};
-		int r = poll(pf, sigfd >= 0 ? 2 : 1, (int)left);
-		if (r < 0 && errno != EINTR)
-			return errf(err, "waiting for a connection: %s", strerror(errno));
-		if (r <= 0)
-			continue;
-		if (sigfd >= 0 && (pf[1].revents & POLLIN)) {
-			struct signalfd_siginfo si;
-			while (read(sigfd, &si, sizeof si) == sizeof si)
-				if (si.ssi_signo != SIGUSR1)   /* nothing served yet: no counters */
-					return errf(err, "stopped by signal %u while waiting for Firecracker",
-						    si.ssi_signo);
-			continue;
-		}
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
-			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
 			return errf(err, "accept: %s", strerror(errno));
 		}
 		p->sock = fd;
-		return peer_identify(fd, p, boot_ticks(), err);
+		if (peer_identify(fd, p, boot_ticks(), err)) {
+			if (!p->pid) {   /* nobody to kill: just drop the connection */
+				close(fd);
+				p->sock = -1;
+			}
+			return -1;
+		}
+		return 1;
 	}
 }
 
@@ -213,26 +256,14 @@ out:
 	return rc;
 }
 
-int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err)
+int hs_recv(struct peer *p, char *msg, struct handshake *h, char *err)
 {
 	h->uffd = -1;
-	char *msg = xmalloc(HS_MAX_MSG);
 	size_t len = 0;
 	int nfds = 0, fds[HS_MAX_FDS * 2], rc = -1;
-	int64_t deadline = now_ms() + timeout_ms;
-	bool first = true;
-	/* Firecracker makes one sendmsg; take what arrives with it and whatever follows at once. */
+	bool eof = false;
+	/* Firecracker makes one sendmsg: once anything is there, take it and whatever follows */
 	while (len < HS_MAX_MSG) {
-		if (first) {
-			int64_t left = deadline - now_ms();
-			int r = left > 0 ? fd_wait(p->sock, POLLIN, (int)left) : 0;
-			if (r == -EINTR)
-				continue;
-			if (r <= 0) {
-				errf(err, "handshake: no message from Firecracker within %d ms", timeout_ms);
-				goto out;
-			}
-		}
 		union {
 			struct cmsghdr h;
 			char b[CMSG_SPACE(sizeof(int) * HS_MAX_FDS)];
@@ -240,11 +271,14 @@ int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err)
 		struct iovec iov = {msg + len, HS_MAX_MSG - len};
 		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b,
 				    .msg_controllen = sizeof cbuf.b};
-		ssize_t n = recvmsg(p->sock, &mh, MSG_CMSG_CLOEXEC | (first ? 0 : MSG_DONTWAIT));
+		ssize_t n = recvmsg(p->sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && !first && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (!len && !nfds)
+				return 1;   /* nothing yet */
 			break;
+		}
 		if (n < 0) {
 			errf(err, "handshake: recvmsg: %s", strerror(errno));
 			goto out;
@@ -266,11 +300,14 @@ int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err)
 			errf(err, "handshake: more file descriptors than the one uffd");
 			goto out;
 		}
-		first = false;
-		if (!n)
+		if (!n) {
+			eof = true;
 			break;
+		}
 		len += (size_t)n;
 	}
+	if (!len && !nfds && eof)
+		return 2;   /* a connection that ends without a byte: nobody waits on us */
 	if (!len) {
 		errf(err, "handshake: Firecracker closed the socket without sending its regions");
 		goto out;
@@ -297,16 +334,21 @@ int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err)
 out:
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
-	free(msg);
 	return rc;
 }
 
-void peer_kill(struct peer *p)
+int peer_kill(struct peer *p)
 {
-	if (p->pidfd >= 0) {
-		if (!syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0))
-			return;
-	}
-	if (p->pid > 0 && p->pidfd < 0)
-		kill(p->pid, SIGKILL);
+	if (peer_gone(p))
+		return 0;   /* it exited by itself (a zombie still takes signals: ask its pidfd) */
+	if (p->pidfd >= 0)
+		return syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0) ? 0 : 1;
+	if (p->pid > 0)
+		return kill(p->pid, SIGKILL) ? 0 : 1;
+	return 0;
+}
+
+bool peer_gone(const struct peer *p)
+{
+	return p->pidfd >= 0 && fd_wait(p->pidfd, POLLIN, 0) > 0;
 }

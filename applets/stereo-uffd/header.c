@@ -3,7 +3,7 @@
  *
  * Layout (little-endian, no padding): Version, BlockSize, Size, Generation (u64 each),
  * BuildID[16], BaseBuildID[16], then 40-byte mappings {Offset, Length, BuildID[16],
- * BuildStorageOffset} to end of file. Spec: shared/spec/uffd.md §3.
+ * BuildStorageOffset} to end of file. See docs/stereo-uffd.md.
  */
 #include "uffd.h"
 #include <endian.h>
@@ -199,11 +199,33 @@ bad_align:
 	return 0;
 }
 
-int hdr_read(const char *path, struct snap_hdr *h, char *err)
+/* fd: opened by the caller (non-blocking, checked to be a regular file: a FIFO must not
+ * hang us); read up to HDR_MAX_BYTES. */
+int hdr_read_fd(int fd, const char *path, struct snap_hdr *h, char *err)
 {
 	struct buf b = {0};
 	memset(h, 0, sizeof *h);
-	int r = read_file(path, &b, HDR_MAX_BYTES);
+	int r = 0;
+	for (;;) {
+		if (b.len > HDR_MAX_BYTES) {
+			r = -EFBIG;
+			break;
+		}
+		if (buf_reserve(&b, 65536)) {
+			r = -ENOMEM;
+			break;
+		}
+		ssize_t n = read(fd, b.p + b.len, 65536);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (!n)
+			break;
+		b.len += (size_t)n;
+	}
 	if (r < 0) {
 		buf_free(&b);
 		return errf(err, "reading header %s: %s", path,

@@ -1,6 +1,7 @@
 /* inspect.c - the read-only tools: `inspect [--json] SNAPDIR` (summary of a snapshot),
  * `verify SNAPDIR` (every mapping valid, every layer present and long enough) and
- * `cat SNAPDIR OUTFILE` (the full memory image, written atomically; "-" for stdout).
+ * `cat SNAPDIR OUTFILE` (the full memory image, written atomically; "-" for stdout). Each
+ * takes `--layer UUID=FILE` (repeatable) for layers stored outside SNAPDIR.
  */
 #include "uffd.h"
 #include <fcntl.h>
@@ -9,30 +10,49 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int open_snapdir(struct snap *s, const char *dir, char *err)
+struct ro_args {
+	bool json;
+	char *layers[64];
+	int nlayers;
+	const char *dir;
+};
+
+/* [--json] [--layer UUID=FILE ...] SNAPDIR ARGS...: returns optind, or -1 after a usage error */
+static int ro_parse(int argc, char **argv, bool allow_json, struct ro_args *a)
 {
-	char *hp = snap_header_path(dir);
-	int r = snap_open(s, hp, dir, NULL, 0, err);
-	free(hp);
-	return r;
+	static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+					     {"layer", required_argument, NULL, 'l'}, {0}};
+	int c;
+	memset(a, 0, sizeof *a);
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'j' && allow_json) {
+			a->json = true;
+		} else if (c == 'l' && a->nlayers < (int)ARRAY_SIZE(a->layers)) {
+			a->layers[a->nlayers++] = optarg;
+		} else {
+			return -1;
+		}
+	}
+	return optind;
+}
+
+static int open_snapdir(struct snap *s, const struct ro_args *a, char *err)
+{
+	return snap_open(s, NULL, a->dir, (char **)a->layers, a->nlayers, err);
 }
 
 int cmd_inspect(int argc, char **argv)
 {
-	static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {0}};
-	bool json = false;
-	int c;
+	static const char usage[] = "usage: inspect [--json] [--layer UUID=FILE ...] SNAPDIR";
+	struct ro_args a;
 	char err[ERRBUF];
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c != 'j')
-			return usage_error("usage: inspect [--json] SNAPDIR");
-		json = true;
-	}
-	if (argc - optind != 1)
-		return usage_error("usage: inspect [--json] SNAPDIR");
-	const char *dir = argv[optind];
+	int i = ro_parse(argc, argv, true, &a);
+	if (i < 0 || argc - i != 1)
+		return usage_error(usage);
+	bool json = a.json;
+	const char *dir = a.dir = argv[i];
 	struct snap s;
-	if (open_snapdir(&s, dir, err))
+	if (open_snapdir(&s, &a, err))
 		die(EXIT_FAIL, "inspect: %s", err);
 	uint64_t zero = 0;
 	for (size_t i = 0; i < s.h.n; i++)
@@ -93,12 +113,15 @@ int cmd_inspect(int argc, char **argv)
 int cmd_verify(int argc, char **argv)
 {
 	char err[ERRBUF];
-	if (argc != 2)
-		return usage_error("usage: verify SNAPDIR");
+	struct ro_args a;
+	int i = ro_parse(argc, argv, false, &a);
+	if (i < 0 || argc - i != 1)
+		return usage_error("usage: verify [--layer UUID=FILE ...] SNAPDIR");
+	a.dir = argv[i];
 	struct snap s;
-	if (open_snapdir(&s, argv[1], err))
+	if (open_snapdir(&s, &a, err))
 		die(EXIT_FAIL, "verify: %s", err);
-	printf("ok: %s: %llu bytes, generation %llu, %zu mappings, %zu layers\n", argv[1],
+	printf("ok: %s: %llu bytes, generation %llu, %zu mappings, %zu layers\n", a.dir,
 	       (unsigned long long)s.h.size, (unsigned long long)s.h.gen, s.h.n, s.nl);
 	snap_close(&s);
 	return EXIT_OK;
@@ -130,11 +153,14 @@ static int cat_to(int fd, const struct snap *s, bool sparse, char *err)
 int cmd_cat(int argc, char **argv)
 {
 	char err[ERRBUF];
-	if (argc != 3)
-		return usage_error("usage: cat SNAPDIR OUTFILE");
-	const char *out = argv[2];
+	struct ro_args a;
+	int i = ro_parse(argc, argv, false, &a);
+	if (i < 0 || argc - i != 2)
+		return usage_error("usage: cat [--layer UUID=FILE ...] SNAPDIR OUTFILE");
+	a.dir = argv[i];
+	const char *out = argv[i + 1];
 	struct snap s;
-	if (open_snapdir(&s, argv[1], err))
+	if (open_snapdir(&s, &a, err))
 		die(EXIT_FAIL, "cat: %s", err);
 	if (!strcmp(out, "-")) {
 		if (cat_to(STDOUT_FILENO, &s, false, err))

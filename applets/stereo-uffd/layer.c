@@ -142,10 +142,8 @@ int cmd_layer(int argc, char **argv)
 		return usage_error("usage: layer PARENT_DIR DIFF_MEMFILE OUTDIR");
 	const char *pdir = argv[1], *diff = argv[2], *outdir = argv[3];
 	struct snap parent;
-	char *hp = snap_header_path(pdir);
-	if (snap_open(&parent, hp, pdir, NULL, 0, err))
+	if (snap_open(&parent, NULL, pdir, NULL, 0, err))
 		die(EXIT_FAIL, "layer: parent %s: %s", pdir, err);
-	free(hp);
 	const struct snap_hdr *ph = &parent.h;
 	int fd = open(diff, O_RDONLY | O_CLOEXEC);
 	struct stat st;

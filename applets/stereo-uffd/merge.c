@@ -11,10 +11,8 @@ int cmd_merge(int argc, char **argv)
 		return usage_error("usage: merge SNAPDIR OUTDIR");
 	const char *dir = argv[1], *outdir = argv[2];
 	struct snap s;
-	char *hp = snap_header_path(dir);
-	if (snap_open(&s, hp, dir, NULL, 0, err))
+	if (snap_open(&s, NULL, dir, NULL, 0, err))
 		die(EXIT_FAIL, "merge: %s: %s", dir, err);
-	free(hp);
 	int dirfd = open_outdir(outdir, err);
 	if (dirfd < 0)
 		die(EXIT_FAIL, "merge: %s", err);

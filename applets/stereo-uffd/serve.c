@@ -1,32 +1,46 @@
-/* serve.c - `serve`: the page server. Owns the event loop (epoll over the uffd, a signalfd,
- * the peer's pidfd and, for Firecracker >= 1.12, its socket), the per-page state, fault
- * handling with fault-around, REMOVE, EAGAIN deferral, counters and fail-closed exits.
- * Background prefetch lives in prefetch.c; the handshake in handshake.c.
+/* serve.c - `serve`: the page server for many clones of one snapshot. Owns the serving loops
+ * (the main thread's, and up to --threads - 1 workers started as clones come), the clones'
+ * lives (accept, handshake, hand-over to a loop, end), the clone limit, fairness, the die hook,
+ * signals and the fail-closed exits. One clone's faults live in fault.c, prefetch in
+ * prefetch.c, counters in stats.c, the handshake's bytes in handshake.c.
  *
- * Each loop turn: read every queued uffd message, apply the REMOVEs of the batch first,
- * retry deferred faults, serve the batch's faults, and only then take one prefetch step
- * (<= 2 MiB), so a demand fault never waits behind more than one step.
+ * The main thread's loop watches the listening socket, a signalfd, the connections in
+ * handshake and the clones it serves itself; each worker's loop only its clones. A clone is
+ * handed to the loop with the fewest clones at its handshake (the main thread's first), so
+ * one clone is served exactly as by a single-threaded server, and by default (--threads 64)
+ * each of up to 64 clones has a loop of its own, scheduled like N separate servers would be.
+ *
+ * A loop turn: its ready events (peers gone first, then, on the main loop, signals, new
+ * connections, handshake messages), then for each of its clones at most one batch of uffd
+ * messages (REMOVEs first, deferred faults when due, then the faults), and only when none of
+ * its clones had a fault waiting, one prefetch step (<= 2 MiB) for one clone, round robin. So
+ * no clone's fault storm or prefetch delays another clone's fault by more than one turn.
  * The loop is its own (not common/loop.c) because it must poll with a zero timeout while
  * prefetch has work and order demand faults before prefetch within a turn.
  *
- * Spec: shared/spec/uffd.md §1-2.
+ * Fail closed: a clone's fatal error kills that clone's Firecracker only; a die() anywhere
+ * (the die hook) or SIGTERM/SIGINT/SIGHUP kills every Firecracker still served. After
+ * start-up nothing here exits on a failed allocation: a clone's memory is allocated at its
+ * handshake, and when that fails the clone is killed and the others go on.
+ *
+ * Locks: a loop holds its worker's mutex while it works (not in epoll_wait); the main thread
+ * takes the others' (in index order) to read counters or to end their clones on SIGTERM; the
+ * server's mutex (taken last) guards the finished clones' counters and the live count.
  */
 #include "serve.h"
 #include <fcntl.h>
 #include <getopt.h>
-#include <linux/userfaultfd.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
-#define DEFER_RETRY_MS 1
-#define DEFER_GIVE_UP_MS 10000
-#define MSG_BATCH 64
+enum { EV_LISTEN, EV_SIGNAL, EV_UFFD, EV_PIDFD, EV_SOCK, EV_WATCH, EV_EVFD };
+#define EV(kind, key) ((uint64_t)(key) << 3 | (kind))
 
 uint64_t mono_ns(void)
 {
@@ -35,516 +49,644 @@ uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-bool page_bit(const uint64_t *bm, uint64_t p)
+static void poke(struct worker *W)
 {
-	return bm[p >> 6] >> (p & 63) & 1;
-}
-
-static void bits_set(uint64_t *bm, uint64_t p, uint64_t n)
-{
-	for (; n && (p & 63); p++, n--)
-		bm[p >> 6] |= 1ULL << (p & 63);
-	for (; n >= 64; p += 64, n -= 64)
-		bm[p >> 6] = ~0ULL;
-	for (; n; p++, n--)
-		bm[p >> 6] |= 1ULL << (p & 63);
-}
-
-static void bits_clear(uint64_t *bm, uint64_t p, uint64_t n)
-{
-	for (; n; p++, n--)
-		bm[p >> 6] &= ~(1ULL << (p & 63));
-}
-
-static enum serve_rc fatal(struct server *S, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static enum serve_rc fatal(struct server *S, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(S->err, sizeof S->err, fmt, ap);
-	va_end(ap);
-	return SERVE_FATAL;
-}
-
-static void wake(struct server *S, struct region *r, uint64_t p, uint64_t n)
-{
-	struct uffdio_range rg = {.start = r->base + p * S->page, .len = n * S->page};
-	ioctl(S->uffd, UFFDIO_WAKE, &rg);
-	S->c.wakes++;
-}
-
-/* The kernel's answer to a COPY/ZEROPAGE that did not complete: pages done (> 0), or
- * an error. Shared by both ioctls since their result fields mean the same thing. */
-static enum serve_rc ioctl_result(struct server *S, struct region *r, uint64_t *p, uint64_t *n,
-				  int64_t done, int e, const char *what, const char *src)
-{
-	if (done > 0) {   /* partial: it stopped at a present page or a mapping change */
-		uint64_t k = (uint64_t)done / S->page;
-		bits_set(r->installed, *p, k);
-		*p += k;
-		*n -= k;
-		return SERVE_OK;
+	uint64_t one = 1;
+	if (W->evfd >= 0 && write(W->evfd, &one, sizeof one) < 0) {
+		/* the counter is full: the loop is awake anyway */
 	}
-	if (e == EEXIST) {   /* someone else installed it: wake whoever waits on it */
-		bits_set(r->installed, *p, 1);
-		wake(S, r, *p, 1);
-		S->c.eexist++;
-		*p += 1;
-		*n -= 1;
-		return SERVE_OK;
-	}
-	if (e == EAGAIN) {   /* a REMOVE (or other mapping change) is in flight */
-		S->c.eagain++;
-		return SERVE_DEFER;
-	}
-	if (e == ESRCH)
-		return SERVE_GONE;
-	if (e == ENOENT) {   /* no longer registered (unmapped): nobody can wait on it */
-		bits_set(r->installed, *p, *n);
-		*n = 0;
-		return SERVE_OK;
-	}
-	if (e == EFAULT && src)
-		return fatal(S, "%s at 0x%llx: layer %s is unreadable (truncated?)", what,
-			     (unsigned long long)(r->base + *p * S->page), src);
-	return fatal(S, "%s at 0x%llx (%llu bytes): %s", what,
-		     (unsigned long long)(r->base + *p * S->page),
-		     (unsigned long long)(*n * S->page), strerror(e));
 }
 
-static enum serve_rc do_copy(struct server *S, struct region *r, uint64_t p, uint64_t n,
-			     const uint8_t *src, const char *srcname)
+void serve_wake(struct server *S)
 {
-	const uint8_t *base_src = src;
-	uint64_t p0 = p;
-	while (n) {
-		struct uffdio_copy c = {.dst = r->base + p * S->page,
-					.src = (uintptr_t)(base_src + (p - p0) * S->page),
-					.len = n * S->page};
-		if (!ioctl(S->uffd, UFFDIO_COPY, &c)) {
-			bits_set(r->installed, p, n);
-			S->c.pages_copied += n;
-			S->c.bytes_copied += n * S->page;
-			return SERVE_OK;
+	for (unsigned i = 0; i < S->nw; i++)
+		if (S->w[i].started) {
+			__atomic_store_n(&S->w[i].wake, 1, __ATOMIC_RELEASE);
+			poke(&S->w[i]);
 		}
-		int e = errno;
-		uint64_t before = n;
-		enum serve_rc rc = ioctl_result(S, r, &p, &n, c.copy, e, "UFFDIO_COPY", srcname);
-		if (c.copy > 0) {
-			S->c.pages_copied += before - n;
-			S->c.bytes_copied += (before - n) * S->page;
-		}
-		if (rc != SERVE_OK)
-			return rc;
-	}
-	return SERVE_OK;
 }
 
-static enum serve_rc do_zero(struct server *S, struct region *r, uint64_t p, uint64_t n)
+int serve_watch_fd(struct server *S, int fd, void (*cb)(struct server *S, void *ctx), void *ctx)
 {
-	if (S->page == PAGE_2M) {
-		/* hugetlb has no ZEROPAGE: copy a zero huge page */
-		for (uint64_t i = 0; i < n; i++) {
-			uint64_t before = S->c.pages_copied;
-			enum serve_rc rc = do_copy(S, r, p + i, 1, S->zero2m, NULL);
-			uint64_t k = S->c.pages_copied - before;   /* 0 when it met EEXIST */
-			S->c.pages_copied -= k;
-			S->c.bytes_copied -= k * S->page;
-			S->c.pages_zeroed += k;
-			if (rc != SERVE_OK)
-				return rc;
-		}
-		return SERVE_OK;
-	}
-	while (n) {
-		struct uffdio_zeropage z = {.range = {.start = r->base + p * S->page, .len = n * S->page}};
-		if (!ioctl(S->uffd, UFFDIO_ZEROPAGE, &z)) {
-			bits_set(r->installed, p, n);
-			S->c.pages_zeroed += n;
-			return SERVE_OK;
-		}
-		int e = errno;
-		uint64_t before = n;
-		enum serve_rc rc = ioctl_result(S, r, &p, &n, z.zeropage, e, "UFFDIO_ZEROPAGE", NULL);
-		if (z.zeropage > 0)
-			S->c.pages_zeroed += before - n;
-		if (rc != SERVE_OK)
-			return rc;
-	}
-	return SERVE_OK;
-}
-
-/* A huge page whose bytes come from more than one mapping: assemble it, then one COPY. */
-static enum serve_rc copy_assembled(struct server *S, struct region *r, uint64_t p)
-{
-	const struct snap *s = S->s;
-	uint64_t off = r->offset + p * S->page, done = 0;
-	while (done < S->page) {
-		size_t i = hdr_find(&s->h, off + done);
-		const struct mapping *m = &s->h.m[i];
-		uint64_t take = m->off + m->len - (off + done);
-		if (take > S->page - done)
-			take = S->page - done;
-		if (s->src[i] < 0) {
-			memset(S->bounce + done, 0, take);
-		} else {
-			/* pread, not the mapping: a layer truncated under us must be an error, not SIGBUS */
-			const struct layer *L = &s->l[s->src[i]];
-			off_t at = (off_t)(m->store + (off + done - m->off));
-			errno = 0;
-			if (pread(L->fd, S->bounce + done, take, at) != (ssize_t)take)
-				return fatal(S, "reading layer %s at %lld: %s", L->path, (long long)at,
-					     errno ? strerror(errno) : "is truncated");
-		}
-		done += take;
-	}
-	return do_copy(S, r, p, 1, S->bounce, NULL);
-}
-
-enum serve_rc serve_run(struct server *S, struct region *r, uint64_t p, uint64_t lo, uint64_t hi)
-{
-	if (page_bit(r->installed, p)) {
-		/* installed meanwhile (fault-around or prefetch): the waiter may still sleep */
-		wake(S, r, p, 1);
-		S->c.spurious++;
-		return SERVE_OK;
-	}
-	if (page_bit(r->removed, p)) {
-		uint64_t a = p, b = p + 1;
-		while (a > lo && page_bit(r->removed, a - 1) && !page_bit(r->installed, a - 1))
-			a--;
-		while (b < hi && page_bit(r->removed, b) && !page_bit(r->installed, b))
-			b++;
-		return do_zero(S, r, a, b - a);
-	}
-	const struct snap *s = S->s;
-	uint64_t off = r->offset + p * S->page;
-	size_t i = hdr_find(&s->h, off);
-	const struct mapping *m = &s->h.m[i];
-	if (off + S->page > m->off + m->len)
-		return copy_assembled(S, r, p);
-	/* clip the window to the pages wholly inside this mapping */
-	uint64_t first = m->off > r->offset ? (m->off - r->offset + S->page - 1) / S->page : 0;
-	uint64_t last = (m->off + m->len - r->offset) / S->page;
-	if (lo < first)
-		lo = first;
-	if (hi > last)
-		hi = last;
-	uint64_t a = p, b = p + 1;
-	while (a > lo && !page_bit(r->installed, a - 1) && !page_bit(r->removed, a - 1))
-		a--;
-	while (b < hi && !page_bit(r->installed, b) && !page_bit(r->removed, b))
-		b++;
-	if (s->src[i] < 0)
-		return do_zero(S, r, a, b - a);
-	const struct layer *L = &s->l[s->src[i]];
-	uint64_t aoff = r->offset + a * S->page;
-	return do_copy(S, r, a, b - a, L->map + m->store + (aoff - m->off), L->path);
-}
-
-static struct region *find_region(struct server *S, uint64_t addr)
-{
-	for (size_t i = 0; i < S->nreg; i++)
-		if (addr >= S->reg[i].base && addr - S->reg[i].base < S->reg[i].size)
-			return &S->reg[i];
-	return NULL;
-}
-
-static enum serve_rc handle_fault(struct server *S, uint64_t addr, bool first)
-{
-	struct region *r = find_region(S, addr);
-	if (!r)
-		return fatal(S, "page fault at 0x%llx outside every region Firecracker sent",
-			     (unsigned long long)addr);
-	uint64_t p = (addr - r->base) / S->page;
-	if (first && S->record && !page_bit(r->installed, p) && !page_bit(r->removed, p)) {
-		if (S->ntrace == S->captrace) {
-			S->captrace = S->captrace ? S->captrace * 2 : 4096;
-			S->trace = xrealloc(S->trace, S->captrace * sizeof *S->trace);
-		}
-		S->trace[S->ntrace++] = r->offset + p * S->page;
-	}
-	uint64_t lo = p / S->fa_pages * S->fa_pages, hi = lo + S->fa_pages;
-	if (hi > r->npages)
-		hi = r->npages;
-	uint64_t before = S->c.pages_copied + S->c.pages_zeroed;
-	enum serve_rc rc = serve_run(S, r, p, lo, hi);
-	/* The faulting run is in and its waiter woken. The rest of the window may come from
-	 * other sources (zero-fill next to data): an ioctl each costs far less than the
-	 * fault that would otherwise follow. Removed pages stay missing until touched. */
-	for (uint64_t q = lo; q < hi && rc == SERVE_OK; q++)
-		if (!page_bit(r->installed, q) && !page_bit(r->removed, q))
-			rc = serve_run(S, r, q, q, hi);
-	if (rc == SERVE_DEFER && page_bit(r->installed, p))
-		rc = SERVE_OK;   /* only the extra pages met a mapping change */
-	S->c.fault_pages += S->c.pages_copied + S->c.pages_zeroed - before;
-	return rc;
-}
-
-static void on_remove(struct server *S, uint64_t start, uint64_t end)
-{
-	S->c.removes++;
-	for (size_t i = 0; i < S->nreg; i++) {
-		struct region *r = &S->reg[i];
-		uint64_t a = start > r->base ? start : r->base;
-		uint64_t b = end < r->base + r->size ? end : r->base + r->size;
-		if (a >= b)
-			continue;
-		uint64_t p = (a - r->base) / S->page, q = (b - r->base + S->page - 1) / S->page;
-		bits_set(r->removed, p, q - p);
-		bits_clear(r->installed, p, q - p);
-		S->c.removed_pages += q - p;
-	}
-}
-
-static void defer(struct server *S, uint64_t addr, int64_t since)
-{
-	if (S->ndef == S->capdef) {
-		S->capdef = S->capdef ? S->capdef * 2 : 64;
-		S->def = xrealloc(S->def, S->capdef * sizeof *S->def);
-	}
-	S->def[S->ndef++] = (struct deferred){addr, since};
-	if (!S->retry_due_ms)
-		S->retry_due_ms = now_ms() + DEFER_RETRY_MS;
-}
-
-static enum serve_rc retry_deferred(struct server *S)
-{
-	size_t n = S->ndef;
-	struct deferred *d = S->def;
-	S->def = NULL;
-	S->ndef = S->capdef = 0;
-	S->retry_due_ms = 0;
-	enum serve_rc rc = SERVE_OK;
-	for (size_t i = 0; i < n; i++) {
-		if (rc != SERVE_OK) {   /* keep the rest for later */
-			defer(S, d[i].addr, d[i].since_ms);
-			continue;
-		}
-		rc = handle_fault(S, d[i].addr, false);
-		if (rc == SERVE_DEFER) {
-			if (now_ms() - d[i].since_ms > DEFER_GIVE_UP_MS) {
-				rc = fatal(S, "page at 0x%llx still refused with EAGAIN after %d ms",
-					   (unsigned long long)d[i].addr, DEFER_GIVE_UP_MS);
-				break;
-			}
-			defer(S, d[i].addr, d[i].since_ms);
-			rc = SERVE_OK;
-		}
-	}
-	free(d);
-	return rc;
-}
-
-/* Read every queued message; REMOVEs of a batch before its faults. */
-static enum serve_rc drain(struct server *S)
-{
-	struct uffd_msg msg[MSG_BATCH];
-	for (;;) {
-		ssize_t n = read(S->uffd, msg, sizeof msg);
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				break;
-			return fatal(S, "reading the uffd: %s", strerror(errno));
-		}
-		if (!n)
-			return fatal(S, "reading the uffd: end of file");
-		size_t k = (size_t)n / sizeof msg[0];
-		bool removed = false;
-		for (size_t i = 0; i < k; i++)
-			if (msg[i].event == UFFD_EVENT_REMOVE) {
-				on_remove(S, msg[i].arg.remove.start, msg[i].arg.remove.end);
-				removed = true;
-			}
-		if (S->ndef && (removed || now_ms() >= S->retry_due_ms)) {
-			enum serve_rc rc = retry_deferred(S);
-			if (rc != SERVE_OK)
-				return rc;
-		}
-		for (size_t i = 0; i < k; i++) {
-			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
-				continue;
-			uint64_t t0 = mono_ns();
-			uint64_t addr = msg[i].arg.pagefault.address & ~(S->page - 1);
-			S->c.faults++;
-			enum serve_rc rc = handle_fault(S, addr, true);
-			if (rc == SERVE_DEFER)
-				defer(S, addr, now_ms());
-			else if (rc != SERVE_OK)
-				return rc;
-			else
-				lat_record(S, mono_ns() - t0);
-		}
-		if (k < MSG_BATCH)
-			break;
-	}
-	if (S->ndef && now_ms() >= S->retry_due_ms)
-		return retry_deferred(S);
-	return SERVE_OK;
-}
-
-/* ---- set-up and the loop ------------------------------------------------------------------ */
-static int setup_regions(struct server *S, const struct handshake *h, char *err)
-{
-	S->page = h->page;
-	S->nreg = h->n;
-	for (size_t i = 0; i < h->n; i++) {
-		struct region *r = &S->reg[i];
-		r->base = h->r[i].base;
-		r->size = h->r[i].size;
-		r->offset = h->r[i].offset;
-		r->npages = r->size / S->page;
-		if (r->offset > S->s->h.size || r->size > S->s->h.size - r->offset)
-			return errf(err, "handshake: region %zu (offset %llu, size %llu) lies beyond the snapshot's %llu bytes",
-				    i, (unsigned long long)r->offset, (unsigned long long)r->size,
-				    (unsigned long long)S->s->h.size);
-		size_t words = (r->npages + 63) / 64;
-		r->installed = xcalloc(words, 8);
-		r->removed = xcalloc(words, 8);
-	}
-	if (S->page == PAGE_2M) {
-		S->zero2m = aligned_alloc(4096, PAGE_2M);
-		S->bounce = aligned_alloc(4096, PAGE_2M);
-		if (!S->zero2m || !S->bounce)
-			return errf(err, "out of memory");
-		memset(S->zero2m, 0, PAGE_2M);
-	}
+	if (S->nwatch == ARRAY_SIZE(S->watch))
+		return -1;
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV(EV_WATCH, S->nwatch)};
+	if (epoll_ctl(S->w[0].ep, EPOLL_CTL_ADD, fd, &ev))
+		return -1;
+	S->watch[S->nwatch++] = (struct watch){fd, cb, ctx};
 	return 0;
 }
 
-struct serve_opts {
-	const char *socket, *header, *dir, *prefetch, *record, *stats;
-	char **layers;
-	int nlayers;
-	unsigned long long fault_around;
-	long long accept_ms;
-	int ready_fd;
-	mode_t sock_mode;
-	gid_t sock_gid;
-};
-
-static void server_free(struct server *S)
+static int ep_add(int ep, int fd, uint32_t events, uint64_t data)
 {
-	for (size_t i = 0; i < S->nreg; i++) {
-		free(S->reg[i].installed);
-		free(S->reg[i].removed);
-	}
-	free(S->zero2m);
-	free(S->bounce);
-	free(S->def);
-	free(S->trace);
-	free(S->pf.trace);
+	struct epoll_event ev = {.events = events, .data.u64 = data};
+	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
 }
 
-static int finish(struct server *S, const struct serve_opts *o, int code)
+/* The die hook: whatever fails, no Firecracker we serve is left with its vCPUs waiting. */
+static void kill_all(void *ctx)
 {
-	if (S->uffd < 0)   /* the handshake failed: nothing was served */
-		return code;
-	print_counters(S);
-	if (o->stats)
-		write_stats(S, o->stats);
-	if (o->record && code == EXIT_OK) {
+	struct server *S = ctx;
+	struct clone *C;
+	FOR_EACH_CLONE(S, C)
+		if (C->state != CL_DEAD)
+			peer_kill(&C->peer);
+	for (size_t i = 0; i < S->nhs; i++)
+		peer_kill(&S->hs[i]->peer);
+}
+
+/* Every worker's mutex but the main thread's own (held by its loop), then the server's. */
+static void lock_all(struct server *S)
+{
+	for (unsigned i = 1; i < S->nw; i++)
+		if (S->w[i].started)
+			pthread_mutex_lock(&S->w[i].mu);
+	pthread_mutex_lock(&S->mu);
+}
+
+static void unlock_all(struct server *S)
+{
+	pthread_mutex_unlock(&S->mu);
+	for (unsigned i = S->nw; i-- > 1;)
+		if (S->w[i].started)
+			pthread_mutex_unlock(&S->w[i].mu);
+}
+
+static void clone_free(struct clone *C)
+{
+	for (size_t i = 0; i < C->nreg; i++) {
+		free(C->reg[i].installed);
+		free(C->reg[i].removed);
+	}
+	free(C->trace);
+	free(C);
+}
+
+/* The end of a clone: kill its Firecracker when asked (fail closed) unless it has already
+ * gone, log, keep its counters, close its fds. It leaves its list in reap(). Called by the
+ * loop that owns it (or the main thread holding that loop's mutex). */
+static void clone_end(struct clone *C, bool kill)
+{
+	struct server *S = C->S;
+	if (C->state == CL_DEAD)
+		return;
+	if (kill) {
+		char name[32] = "";
+		if (C->id)
+			snprintf(name, sizeof name, "clone %u: ", C->id);
+		C->killed = peer_kill(&C->peer) > 0;
+		if (C->killed)
+			warnx("serve: %s%s; killed Firecracker (pid %d)", name, C->err, (int)C->peer.pid);
+		else
+			warnx("serve: %s%s; Firecracker (pid %d) had already exited", name, C->err,
+			      (int)C->peer.pid);
+	}
+	if (C->state == CL_SERVING) {
+		print_clone(C, C->killed ? "killed" : "gone");
+		if (C->record && !C->killed) {
+			char err[ERRBUF];
+			if (trace_write(C, S->o->record, err))
+				warnx("serve: %s", err);
+		}
+		log_info("clone gone", "clone=%u pid=%d end=%s", C->id, (int)C->peer.pid,
+			 C->killed ? "kill" : "exit");
+	}
+	pthread_mutex_lock(&S->mu);
+	if (C->killed)
+		S->any_killed = true;
+	if (C->state == CL_SERVING) {
+		struct clone_summary *g = &S->ring[S->ngone % SUMMARY_RING];
+		*g = (struct clone_summary){.id = C->id, .pid = C->peer.pid, .killed = C->killed,
+					    .prefetch_done = C->pf.done, .npages = C->npages,
+					    .npf_first = C->npf_first, .c = C->c};
+		memcpy(g->pf_first, C->pf_first, sizeof g->pf_first);
+		S->ngone++;
+		stats_add(&S->gone, &C->c);
+		S->live--;
+		C->W->nlive--;
+	}
+	pthread_mutex_unlock(&S->mu);
+	/* Firecracker holds the same open uffd: closing ours would not take it off the loop */
+	if (C->uffd >= 0 && C->W)
+		epoll_ctl(C->W->ep, EPOLL_CTL_DEL, C->uffd, NULL);
+	if (C->uffd >= 0)
+		close(C->uffd);
+	if (C->peer.sock >= 0)
+		close(C->peer.sock);
+	if (C->peer.pidfd >= 0)
+		close(C->peer.pidfd);
+	C->uffd = C->peer.sock = C->peer.pidfd = -1;
+	if (C->state == CL_SERVING && C->W != &S->w[0])
+		poke(&S->w[0]);   /* the main loop decides whether that was the last clone */
+	C->state = CL_DEAD;
+}
+
+static void reap(struct clone **cl, size_t *n)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < *n; i++) {
+		if (cl[i]->state == CL_DEAD)
+			clone_free(cl[i]);
+		else
+			cl[k++] = cl[i];
+	}
+	*n = k;
+}
+
+static struct clone *find_key(struct clone **cl, size_t n, unsigned key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (cl[i]->key == key)
+			return cl[i];
+	return NULL;
+}
+
+/* Append to a list that may grow; -1 when it cannot (the caller kills the clone). */
+static int list_add(struct clone ***cl, size_t *n, size_t *cap, struct clone *C)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 8;
+		struct clone **p = realloc(*cl, nc * sizeof *p);
+		if (!p)
+			return -1;
+		*cl = p;
+		*cap = nc;
+	}
+	(*cl)[(*n)++] = C;
+	return 0;
+}
+
+static void drop_peer(struct peer *p)
+{
+	close(p->sock);
+	if (p->pidfd >= 0)
+		close(p->pidfd);
+}
+
+/* New connections: clones in handshake, or, past --clones, peers killed at once. */
+static void on_accept(struct server *S)
+{
+	for (;;) {
+		struct peer p;
 		char err[ERRBUF];
-		if (trace_write(S, o->record, err))
-			warnx("serve: %s", err);
-	}
-	return code;
-}
-
-static int fail_closed(struct server *S, const struct serve_opts *o)
-{
-	peer_kill(S->peer);
-	warnx("serve: %s; killed Firecracker (pid %d)", S->err, (int)S->peer->pid);
-	return finish(S, o, EXIT_FAIL);
-}
-
-static int run_loop(struct server *S, const struct serve_opts *o, int keep_sock, int sfd)
-{
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0) {
-		snprintf(S->err, sizeof S->err, "epoll/signalfd: %s", strerror(errno));
-		return fail_closed(S, o);
-	}
-	struct epoll_event ev = {.events = EPOLLIN};
-	ev.data.fd = S->uffd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, S->uffd, &ev);
-	ev.data.fd = sfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
-	if (S->peer->pidfd >= 0) {
-		ev.data.fd = S->peer->pidfd;
-		epoll_ctl(ep, EPOLL_CTL_ADD, S->peer->pidfd, &ev);
-	}
-	if (keep_sock >= 0) {
-		ev.events = EPOLLRDHUP;
-		ev.data.fd = keep_sock;
-		epoll_ctl(ep, EPOLL_CTL_ADD, keep_sock, &ev);
-	}
-	int code = -1;
-	while (code < 0) {
-		/* block, unless a retry is due (deferred faults, or prefetch after EAGAIN) or
-		 * prefetch has work */
-		bool prefetching = S->pf.active && !S->pf.done && !S->ndef;
-		int timeout = -1;
-		if (S->retry_due_ms) {
-			int64_t left = S->retry_due_ms - now_ms();
-			timeout = left > 0 ? (int)left : 0;
-		} else if (prefetching) {
-			timeout = 0;
-		}
-		struct epoll_event evs[8];
-		int n = epoll_wait(ep, evs, 8, timeout);
-		if (n < 0 && errno != EINTR) {
-			snprintf(S->err, sizeof S->err, "epoll_wait: %s", strerror(errno));
-			code = fail_closed(S, o);
-			break;
-		}
-		bool gone = false;
-		for (int i = 0; i < n; i++) {
-			int fd = evs[i].data.fd;
-			if (fd == sfd) {
-				struct signalfd_siginfo si;
-				while (read(sfd, &si, sizeof si) == sizeof si) {
-					if (si.ssi_signo == SIGUSR1) {
-						print_counters(S);
-						if (o->stats)
-							write_stats(S, o->stats);
-					} else {
-						snprintf(S->err, sizeof S->err, "stopped by signal %u", si.ssi_signo);
-						code = fail_closed(S, o);
-					}
-				}
-			} else if (fd == S->peer->pidfd || fd == keep_sock) {
-				gone = true;
-			} else if (fd == S->uffd && (evs[i].events & (EPOLLERR | EPOLLHUP))) {
-				gone = true;   /* never seen in practice: do not spin on it */
+		int r = hs_accept(S->listener.fd, &p, err);
+		if (!r)
+			return;
+		if (r < 0) {
+			if (p.sock < 0) {
+				warnx("serve: %s", err);
+				return;   /* accept itself failed: not now (epoll tells again) */
 			}
+			if (peer_kill(&p) > 0) {
+				pthread_mutex_lock(&S->mu);
+				S->any_killed = true;
+				pthread_mutex_unlock(&S->mu);
+			}
+			warnx("serve: %s; killed Firecracker (pid %d)", err, (int)p.pid);
+			drop_peer(&p);
+			continue;
 		}
-		if (code >= 0)
-			break;
-		enum serve_rc rc = gone ? SERVE_GONE : drain(S);
-		if (rc == SERVE_OK && S->pf.active && !S->pf.done && !S->ndef &&
-		    (!S->retry_due_ms || now_ms() >= S->retry_due_ms)) {
-			S->retry_due_ms = 0;
-			rc = prefetch_step(S);
+		struct clone *C = NULL;
+		const char *why = NULL;
+		if (S->o->max_clones && S->accepted >= S->o->max_clones)
+			why = "the clone limit (--clones) is reached";
+		else if (!(C = calloc(1, sizeof *C)) || list_add(&S->hs, &S->nhs, &S->caphs, C))
+			why = "out of memory";
+		if (why) {
+			free(C);
+			if (peer_kill(&p) > 0) {
+				pthread_mutex_lock(&S->mu);
+				S->any_killed = true;
+				pthread_mutex_unlock(&S->mu);
+			}
+			warnx("serve: %s (%u served); killed Firecracker (pid %d)", why, S->accepted, (int)p.pid);
+			drop_peer(&p);
+			continue;
 		}
-		if (rc == SERVE_DEFER) {   /* prefetch met a mapping change: try again shortly */
-			if (!S->retry_due_ms)
-				S->retry_due_ms = now_ms() + DEFER_RETRY_MS;
+		C->S = S;
+		C->key = ++S->nextkey;
+		C->state = CL_HANDSHAKE;
+		C->peer = p;
+		C->uffd = C->keep_sock = -1;
+		C->hs_deadline_ms = now_ms() + S->o->accept_ms;
+		ep_add(S->w[0].ep, p.sock, EPOLLIN | EPOLLRDHUP, EV(EV_SOCK, C->key));
+		if (p.pidfd >= 0)
+			ep_add(S->w[0].ep, p.pidfd, EPOLLIN, EV(EV_PIDFD, C->key));
+	}
+}
+
+static void *worker_main(void *arg);
+
+/* The loop with the fewest clones (the main thread's on a tie); a worker not running yet is
+ * started here (when that fails, the main thread's loop takes the clone). */
+static struct worker *place(struct server *S)
+{
+	struct worker *best = &S->w[0];
+	pthread_mutex_lock(&S->mu);
+	for (unsigned i = 1; i < S->nw; i++)
+		if (S->w[i].nlive < best->nlive)
+			best = &S->w[i];
+	pthread_mutex_unlock(&S->mu);
+	if (best->started)
+		return best;
+	best->ep = epoll_create1(EPOLL_CLOEXEC);
+	best->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (best->ep < 0 || best->evfd < 0 || ep_add(best->ep, best->evfd, EPOLLIN, EV(EV_EVFD, 0)) ||
+	    pthread_create(&best->th, NULL, worker_main, best)) {
+		if (best->ep >= 0)
+			close(best->ep);
+		if (best->evfd >= 0)
+			close(best->evfd);
+		best->ep = best->evfd = -1;
+		return &S->w[0];
+	}
+	best->started = true;
+	return best;
+}
+
+/* The handshake's message arrived: regions, per-page state, then a loop serves it. */
+static int clone_setup(struct clone *C, const struct handshake *h)
+{
+	struct server *S = C->S;
+	C->uffd = h->uffd;
+	C->page = h->page;
+	C->nreg = 0;
+	for (size_t i = 0; i < h->n; i++) {
+		struct region *r = &C->reg[i];
+		r->base = h->r[i].base;
+		r->size = h->r[i].size;
+		r->offset = h->r[i].offset;
+		r->npages = r->size / C->page;
+		if (r->offset > S->s->h.size || r->size > S->s->h.size - r->offset)
+			return clone_fail(C, "handshake: region %zu (offset %llu, size %llu) lies beyond the snapshot's %llu bytes",
+					  i, (unsigned long long)r->offset, (unsigned long long)r->size,
+					  (unsigned long long)S->s->h.size);
+		size_t words = (r->npages + 63) / 64;
+		r->installed = calloc(words, 8);
+		r->removed = calloc(words, 8);
+		C->nreg = i + 1;
+		if (!r->installed || !r->removed)
+			return clone_fail(C, "handshake: out of memory for the page state of %llu pages",
+					  (unsigned long long)r->npages);
+		C->npages += r->npages;
+	}
+	if (C->page == PAGE_2M && !S->zero2m) {
+		S->zero2m = aligned_alloc(4096, PAGE_2M);
+		if (!S->zero2m)
+			return clone_fail(C, "handshake: out of memory for the huge zero page");
+		memset(S->zero2m, 0, PAGE_2M);
+	}
+	/* --record-trace: the first clone's first faults; each page at most once */
+	if (S->o->record && C->id == 1) {
+		C->trace = calloc(C->npages ? C->npages : 1, sizeof *C->trace);
+		if (!C->trace)
+			return clone_fail(C, "handshake: out of memory for the fault trace");
+		C->captrace = C->npages;
+		C->record = true;
+	}
+	uint64_t fa = S->o->fault_around < C->page ? C->page : S->o->fault_around;
+	C->fa_pages = fa / C->page;
+	prefetch_init(C);
+	return 0;
+}
+
+/* Give a set-up clone to a loop. C has left the handshake list: on failure (C->err) the
+ * caller ends and frees it; on success its loop owns it and may end it at once. */
+static int handover(struct clone *C, size_t nreg, bool has_page_size)
+{
+	struct server *S = C->S;
+	epoll_ctl(S->w[0].ep, EPOLL_CTL_DEL, C->peer.sock, NULL);
+	if (C->peer.pidfd >= 0)
+		epoll_ctl(S->w[0].ep, EPOLL_CTL_DEL, C->peer.pidfd, NULL);
+	/* up to 1.11 Firecracker closes its end after sending; from 1.12 it holds it until exit */
+	if (has_page_size) {
+		C->keep_sock = C->peer.sock;
+	} else {
+		close(C->peer.sock);
+		C->peer.sock = -1;
+	}
+	struct worker *W = place(S);
+	if (W != &S->w[0])
+		pthread_mutex_lock(&W->mu);
+	int r = 0;
+	if (C->page == PAGE_2M && !W->bounce && !(W->bounce = aligned_alloc(4096, PAGE_2M)))
+		r = clone_fail(C, "handshake: out of memory for the huge-page buffer");
+	else if (list_add(&W->cl, &W->ncl, &W->capcl, C))
+		r = clone_fail(C, "handshake: out of memory");
+	if (!r) {
+		log_info("serving", "clone=%u pid=%d regions=%zu page=%llu fault_around=%llu prefetch=%s loop=%u",
+			 C->id, (int)C->peer.pid, nreg, (unsigned long long)C->page,
+			 (unsigned long long)(C->fa_pages * C->page), S->o->prefetch, W->idx);
+		C->W = W;
+		C->state = CL_SERVING;
+		pthread_mutex_lock(&S->mu);
+		S->live++;
+		W->nlive++;
+		pthread_mutex_unlock(&S->mu);
+		ep_add(W->ep, C->uffd, EPOLLIN, EV(EV_UFFD, C->key));
+		if (C->peer.pidfd >= 0)
+			ep_add(W->ep, C->peer.pidfd, EPOLLIN, EV(EV_PIDFD, C->key));
+		if (C->keep_sock >= 0)
+			ep_add(W->ep, C->keep_sock, EPOLLRDHUP, EV(EV_SOCK, C->key));
+	}
+	if (W != &S->w[0]) {
+		pthread_mutex_unlock(&W->mu);   /* from here on C is its loop's */
+		poke(W);   /* it may sleep with no timeout: prefetch has work without any event */
+	}
+	return r;
+}
+
+static void hs_remove(struct server *S, struct clone *C)
+{
+	for (size_t i = 0; i < S->nhs; i++)
+		if (S->hs[i] == C) {
+			S->hs[i] = S->hs[--S->nhs];
+			return;
+		}
+}
+
+static void on_handshake(struct clone *C)
+{
+	struct server *S = C->S;
+	struct handshake h;
+	int r = hs_recv(&C->peer, S->hsbuf, &h, C->err);
+	if (r == 1)
+		return;
+	if (r == 2) {   /* e.g. another server checking whether this socket is in use */
+		log_info("connection closed without a handshake", "pid=%d", (int)C->peer.pid);
+		clone_end(C, false);
+		return;
+	}
+	/* a clone counts once it has sent something: its message, or a broken one */
+	if (S->o->max_clones && S->accepted >= S->o->max_clones) {
+		if (!r)
+			close(h.uffd);
+		snprintf(C->err, sizeof C->err, "the clone limit (--clones) is reached (%u served)", S->accepted);
+		clone_end(C, true);
+		return;
+	}
+	C->id = ++S->accepted;
+	if (r < 0 || clone_setup(C, &h)) {
+		clone_end(C, true);   /* closes the uffd too once clone_setup has taken it */
+		return;
+	}
+	hs_remove(S, C);
+	if (handover(C, h.n, h.has_page_size)) {
+		clone_end(C, true);
+		clone_free(C);
+	}
+}
+
+static bool prefetch_pending(const struct clone *C)
+{
+	return C->state == CL_SERVING && C->pf.active && !C->pf.done && !C->ndef &&
+	       (!C->retry_due_ms || now_ms() >= C->retry_due_ms);
+}
+
+/* ms until this loop has work without an event (-1: none), from due (INT64_MAX: none) */
+static int loop_timeout(struct worker *W, int64_t due)
+{
+	if (__atomic_load_n(&W->wake, __ATOMIC_ACQUIRE))
+		return 0;
+	int64_t now = now_ms();
+	for (size_t i = 0; i < W->ncl; i++) {
+		const struct clone *C = W->cl[i];
+		if (C->state == CL_SERVING && C->pf.active && !C->pf.done && !C->ndef && !C->retry_due_ms)
+			return 0;
+		if (C->state == CL_SERVING && C->retry_due_ms && C->retry_due_ms < due)
+			due = C->retry_due_ms;
+	}
+	if (due == INT64_MAX)
+		return -1;
+	return due <= now ? 0 : due - now > INT32_MAX ? INT32_MAX : (int)(due - now);
+}
+
+/* One turn of a loop over its own clones, for the events just returned. */
+static void clones_turn(struct worker *W, const struct epoll_event *evs, int n)
+{
+	bool faults_waiting = false;
+	bool woken = __atomic_exchange_n(&W->wake, 0, __ATOMIC_ACQ_REL);
+	/* peers gone first: a peer that exited is a clean end, whatever else is pending */
+	for (int i = 0; i < n; i++) {
+		unsigned kind = evs[i].data.u64 & 7, key = (unsigned)(evs[i].data.u64 >> 3);
+		if (kind != EV_PIDFD && kind != EV_SOCK && kind != EV_UFFD)
+			continue;
+		struct clone *C = find_key(W->cl, W->ncl, key);
+		if (!C || C->state != CL_SERVING)
+			continue;
+		/* (the main loop may pass the event that brought a clone's handshake: not a hang-up) */
+		bool gone = kind == EV_PIDFD ||
+			    (kind == EV_SOCK && C->keep_sock >= 0 &&
+			     (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) ||
+			    (kind == EV_UFFD && (evs[i].events & (EPOLLERR | EPOLLHUP)));
+		if (gone)
+			clone_end(C, false);
+	}
+	for (int i = 0; i < n; i++) {
+		unsigned kind = evs[i].data.u64 & 7, key = (unsigned)(evs[i].data.u64 >> 3);
+		if (kind != EV_UFFD)
+			continue;
+		struct clone *C = find_key(W->cl, W->ncl, key);
+		if (!C || C->state != CL_SERVING)
+			continue;
+		faults_waiting = true;
+		enum serve_rc rc = clone_turn(C, true, woken);
+		if (rc != SERVE_OK)
+			clone_end(C, rc == SERVE_FATAL);
+	}
+	/* deferred faults that are due in clones without uffd events this turn */
+	int64_t now = now_ms();
+	for (size_t i = 0; i < W->ncl; i++) {
+		struct clone *C = W->cl[i];
+		if (C->state == CL_SERVING && C->ndef && (woken || now >= C->retry_due_ms)) {
+			enum serve_rc rc = clone_turn(C, false, woken);
+			if (rc != SERVE_OK)
+				clone_end(C, rc == SERVE_FATAL);
+		}
+	}
+	/* one prefetch step for one clone, only when none had a fault waiting */
+	for (size_t k = 0; !faults_waiting && k < W->ncl; k++) {
+		struct clone *C = W->cl[(W->rr + k) % W->ncl];
+		if (!prefetch_pending(C))
+			continue;
+		W->rr = (unsigned)((W->rr + k + 1) % W->ncl);
+		C->retry_due_ms = 0;
+		enum serve_rc rc = prefetch_step(C);
+		if (rc == SERVE_DEFER) {   /* a mapping change, or a layer not there yet */
+			C->retry_due_ms = now_ms() + 1;
 			rc = SERVE_OK;
 		}
-		if (rc == SERVE_GONE)
-			code = finish(S, o, EXIT_OK);
-		else if (rc == SERVE_FATAL)
-			code = fail_closed(S, o);
+		if (rc != SERVE_OK)
+			clone_end(C, rc == SERVE_FATAL);
+		break;
 	}
-	close(ep);
-	return code;
+	reap(W->cl, &W->ncl);
 }
 
-/* While Firecracker starts: read the layers into the page cache and our page tables, so no
- * COPY pays for a page-cache miss or a fault on its source (Linux >= 5.14). In 32 MiB steps,
- * stopping as soon as Firecracker connects: a large layer on a slow disk must not delay it. */
+static void drain_evfd(struct worker *W)
+{
+	uint64_t v;
+	if (read(W->evfd, &v, sizeof v) < 0) {
+		/* EAGAIN: nothing pending */
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *W = arg;
+	struct epoll_event evs[64];
+	for (;;) {
+		pthread_mutex_lock(&W->mu);
+		int timeout = loop_timeout(W, INT64_MAX);
+		pthread_mutex_unlock(&W->mu);
+		int n = epoll_wait(W->ep, evs, ARRAY_SIZE(evs), timeout);
+		if (n < 0)
+			n = 0;
+		pthread_mutex_lock(&W->mu);
+		if (__atomic_load_n(&W->quit, __ATOMIC_ACQUIRE)) {
+			pthread_mutex_unlock(&W->mu);
+			return NULL;
+		}
+		for (int i = 0; i < n; i++)
+			if ((evs[i].data.u64 & 7) == EV_EVFD)
+				drain_evfd(W);
+		clones_turn(W, evs, n);
+		pthread_mutex_unlock(&W->mu);
+	}
+}
+
+static void on_signal(struct server *S, int *stop)
+{
+	struct signalfd_siginfo si;
+	while (read(S->sfd, &si, sizeof si) == sizeof si) {
+		if (si.ssi_signo != SIGUSR1) {
+			*stop = (int)si.ssi_signo;
+		} else if (S->accepted) {   /* nothing served yet: no counters */
+			lock_all(S);
+			print_counters(S);
+			if (S->o->stats)
+				write_stats(S, S->o->stats);
+			unlock_all(S);
+		}
+	}
+}
+
+/* SIGTERM (stop > 0) or a failed loop (stop < 0): end every clone, killing those still there. */
+static void stop_all(struct server *S, int stop)
+{
+	char why[64];
+	if (stop > 0)
+		snprintf(why, sizeof why, "stopped by signal %d", stop);
+	else
+		snprintf(why, sizeof why, "the serve loop failed");
+	for (size_t i = 0; i < S->nhs; i++) {
+		snprintf(S->hs[i]->err, sizeof S->hs[i]->err, "%s", why);
+		clone_end(S->hs[i], true);
+	}
+	reap(S->hs, &S->nhs);
+	for (unsigned k = 0; k < S->nw; k++) {
+		struct worker *W = &S->w[k];
+		if (!W->started)
+			continue;
+		if (k)
+			pthread_mutex_lock(&W->mu);
+		for (size_t i = 0; i < W->ncl; i++) {
+			snprintf(W->cl[i]->err, sizeof W->cl[i]->err, "%s", why);
+			clone_end(W->cl[i], true);
+		}
+		reap(W->cl, &W->ncl);
+		if (k)
+			pthread_mutex_unlock(&W->mu);
+	}
+}
+
+/* The main thread's loop. Returns the exit code. */
+static int serve_loop(struct server *S)
+{
+	struct worker *W0 = &S->w[0];
+	int64_t accept_deadline = now_ms() + S->o->accept_ms;
+	int stop = 0;
+	struct epoll_event evs[64];
+	pthread_mutex_lock(&W0->mu);
+	for (;;) {
+		pthread_mutex_lock(&S->mu);
+		bool done = S->o->max_clones && S->accepted >= S->o->max_clones && !S->live && !S->nhs;
+		bool killed = S->any_killed;
+		pthread_mutex_unlock(&S->mu);
+		if (done)
+			return killed ? EXIT_FAIL : EXIT_OK;   /* the last clone has gone */
+		int64_t due = S->accepted ? INT64_MAX : accept_deadline;
+		for (size_t i = 0; i < S->nhs; i++)
+			if (S->hs[i]->hs_deadline_ms < due)
+				due = S->hs[i]->hs_deadline_ms;
+		int timeout = loop_timeout(W0, due);
+		pthread_mutex_unlock(&W0->mu);
+		int n = epoll_wait(W0->ep, evs, ARRAY_SIZE(evs), timeout);
+		pthread_mutex_lock(&W0->mu);
+		if (n < 0 && errno != EINTR) {
+			warnx("serve: epoll_wait: %s", strerror(errno));
+			stop = -1;
+		}
+		if (n < 0)
+			n = 0;
+		/* connections in handshake whose peer has gone: take what it sent (a clone that
+		 * is then gone at once), or end it — nobody to serve or kill */
+		for (int i = 0; i < n; i++) {
+			unsigned kind = evs[i].data.u64 & 7, key = (unsigned)(evs[i].data.u64 >> 3);
+			struct clone *C = kind == EV_PIDFD ? find_key(S->hs, S->nhs, key) : NULL;
+			if (!C || C->state != CL_HANDSHAKE)
+				continue;
+			on_handshake(C);
+			if (find_key(S->hs, S->nhs, key) == C && C->state == CL_HANDSHAKE)
+				clone_end(C, false);
+		}
+		for (int i = 0; i < n; i++) {
+			unsigned kind = evs[i].data.u64 & 7, key = (unsigned)(evs[i].data.u64 >> 3);
+			if (kind == EV_SIGNAL) {
+				on_signal(S, &stop);
+			} else if (kind == EV_LISTEN) {
+				on_accept(S);
+			} else if (kind == EV_WATCH) {
+				S->watch[key].cb(S, S->watch[key].ctx);
+			} else if (kind == EV_EVFD) {
+				drain_evfd(W0);
+			} else if (kind == EV_SOCK) {
+				struct clone *C = find_key(S->hs, S->nhs, key);
+				if (C && C->state == CL_HANDSHAKE)
+					on_handshake(C);
+			}
+		}
+		int64_t now = now_ms();
+		for (size_t i = 0; i < S->nhs; i++) {
+			struct clone *C = S->hs[i];
+			if (C->state == CL_HANDSHAKE && now >= C->hs_deadline_ms) {
+				snprintf(C->err, sizeof C->err, "handshake: no message from Firecracker within %lld ms",
+					 S->o->accept_ms);
+				clone_end(C, true);
+			}
+		}
+		reap(S->hs, &S->nhs);
+		clones_turn(W0, evs, n);
+		if (stop) {
+			stop_all(S, stop);
+			pthread_mutex_lock(&S->mu);
+			bool any = S->any_killed;
+			pthread_mutex_unlock(&S->mu);
+			if (!S->accepted && stop > 0) {
+				warnx("serve: stopped by signal %d while waiting for Firecracker", stop);
+				return EXIT_FAIL;
+			}
+			if (stop > 0)
+				log_info("stopped", "signal=%d", stop);
+			return any || stop < 0 ? EXIT_FAIL : EXIT_OK;
+		}
+		if (!S->accepted && now_ms() >= accept_deadline) {
+			warnx("serve: no connection from Firecracker within %lld ms", S->o->accept_ms);
+			return EXIT_CONN;
+		}
+	}
+}
+
 static void populate_layers(const struct snap *s, int lfd)
 {
 	const uint64_t step = 32ULL << 20;
@@ -561,8 +703,32 @@ static void populate_layers(const struct snap *s, int lfd)
 
 static const char serve_usage[] =
 	"usage: serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR] "
-	"[--prefetch none|all|trace:FILE] [--fault-around 64K] [--record-trace FILE] [--stats FILE] "
-	"[--accept-timeout 60s] [--ready-fd N] [--socket-mode 600] [--socket-group GID]";
+	"[--clones N] [--threads N] [--prefetch none|all|trace:FILE] [--fault-around 64K] "
+	"[--record-trace FILE] [--stats FILE] [--accept-timeout 60s] [--ready-fd N] "
+	"[--socket-mode 600] [--socket-group GID]";
+
+static void server_free(struct server *S)
+{
+	for (size_t i = 0; i < S->nhs; i++)
+		clone_free(S->hs[i]);
+	free(S->hs);
+	for (unsigned k = 0; k < S->nw; k++) {
+		struct worker *W = &S->w[k];
+		for (size_t i = 0; i < W->ncl; i++)
+			clone_free(W->cl[i]);
+		free(W->cl);
+		free(W->bounce);
+		if (W->ep >= 0)
+			close(W->ep);
+		if (W->evfd >= 0)
+			close(W->evfd);
+		pthread_mutex_destroy(&W->mu);
+	}
+	pthread_mutex_destroy(&S->mu);
+	free(S->hsbuf);
+	free(S->zero2m);
+	free(S->trace);
+}
 
 int cmd_serve(int argc, char **argv)
 {
@@ -571,6 +737,8 @@ int cmd_serve(int argc, char **argv)
 		{"header", required_argument, NULL, 'H'},
 		{"layer", required_argument, NULL, 'l'},
 		{"dir", required_argument, NULL, 'd'},
+		{"clones", required_argument, NULL, 'c'},
+		{"threads", required_argument, NULL, 'T'},
 		{"prefetch", required_argument, NULL, 'p'},
 		{"fault-around", required_argument, NULL, 'f'},
 		{"record-trace", required_argument, NULL, 'r'},
@@ -582,7 +750,12 @@ int cmd_serve(int argc, char **argv)
 		{0},
 	};
 	struct serve_opts o = {.prefetch = "none", .fault_around = 64 * 1024, .accept_ms = 60000,
-			       .ready_fd = -1, .sock_mode = 0600, .sock_gid = (gid_t)-1};
+			       .ready_fd = -1, .sock_mode = 0600, .sock_gid = (gid_t)-1, .max_clones = 1};
+	o.threads = WORKERS_MAX;   /* a loop per clone, started as clones come */
+	static struct server S;
+	memset(&S, 0, sizeof S);
+	S.sfd = -1;
+	S.listener.fd = -1;
 	char *layers[64];
 	o.layers = layers;
 	int c;
@@ -600,6 +773,20 @@ int cmd_serve(int argc, char **argv)
 		case 'p': o.prefetch = optarg; break;
 		case 'r': o.record = optarg; break;
 		case 'S': o.stats = optarg; break;
+		case 'c': {
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || *optarg == '-' || v > 100000)
+				return usage_error("--clones: '%s' is not a number from 0 (unlimited) to 100000", optarg);
+			o.max_clones = (unsigned)v;
+			break;
+		}
+		case 'T': {
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || *optarg == '-' || v < 1 || v > WORKERS_MAX)
+				return usage_error("--threads: '%s' is not a number from 1 to %d", optarg, WORKERS_MAX);
+			o.threads = (unsigned)v;
+			break;
+		}
 		case 'f':
 			if (parse_size(optarg, &o.fault_around) || o.fault_around > (1ULL << 30) ||
 			    (o.fault_around & (o.fault_around - 1)))
@@ -632,16 +819,23 @@ int cmd_serve(int argc, char **argv)
 		return usage_error("%s", serve_usage);
 	if (strcmp(o.prefetch, "none") && strcmp(o.prefetch, "all") && strncmp(o.prefetch, "trace:", 6))
 		return usage_error("--prefetch must be none, all or trace:FILE");
+	/* registered before anything can fail: every exit through die() kills our Firecrackers */
+	die_hook_add(kill_all, &S);
 	char err[ERRBUF];
-	char *hp = o.header ? xstrdup(o.header) : snap_header_path(o.dir);
 	struct snap s;
-	if (snap_open(&s, hp, o.dir, layers, o.nlayers, err))
+	if (snap_open(&s, o.header, o.dir, layers, o.nlayers, err))
 		die(EXIT_FAIL, "serve: %s", err);
-	free(hp);
-	struct server S = {.s = &s, .uffd = -1};
-	S.record = o.record != NULL;
-	if (prefetch_init(&S, o.prefetch, err))
+	S.s = &s;
+	S.o = &o;
+	if (prefetch_load(&S, o.prefetch, err))
 		die(EXIT_FAIL, "serve: %s", err);
+	S.hsbuf = xmalloc(HS_MAX_MSG);
+	pthread_mutex_init(&S.mu, NULL);
+	S.nw = o.threads;
+	for (unsigned i = 0; i < S.nw; i++) {
+		S.w[i] = (struct worker){.S = &S, .idx = i, .ep = -1, .evfd = -1};
+		pthread_mutex_init(&S.w[i].mu, NULL);
+	}
 	signal(SIGPIPE, SIG_IGN);
 	/* blocked from the start: SIGUSR1 while waiting for Firecracker must not kill us */
 	sigset_t set;
@@ -651,60 +845,45 @@ int cmd_serve(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
-	int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (sfd < 0)
-		die_sys(EXIT_FAIL, "serve: signalfd");
-
-	int lfd = hs_listen(o.socket, o.sock_mode, o.sock_gid, err);
-	if (lfd < 0)
+	S.sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	struct worker *W0 = &S.w[0];
+	W0->ep = epoll_create1(EPOLL_CLOEXEC);
+	W0->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (S.sfd < 0 || W0->ep < 0 || W0->evfd < 0)
+		die_sys(EXIT_FAIL, "serve: signalfd/epoll/eventfd");
+	W0->started = true;
+	if (hs_listen(&S.listener, o.socket, o.sock_mode, o.sock_gid, err) < 0)
 		die(EXIT_FAIL, "serve: %s", err);
+	ep_add(W0->ep, S.sfd, EPOLLIN, EV(EV_SIGNAL, 0));
+	ep_add(W0->ep, S.listener.fd, EPOLLIN, EV(EV_LISTEN, 0));
+	ep_add(W0->ep, W0->evfd, EPOLLIN, EV(EV_EVFD, 0));
 	if (o.ready_fd >= 0) {
 		dprintf(o.ready_fd, "listening %s\n", o.socket);
 		close(o.ready_fd);
 	}
-	log_info("listening", "socket=%s header=%s", o.socket, s.hdr_path);
-	populate_layers(&s, lfd);
-	struct peer peer;
-	S.peer = &peer;
-	if (hs_accept(lfd, sfd, (int)o.accept_ms, &peer, err)) {
-		close(lfd);
-		unlink(o.socket);
-		bool timeout = peer.sock < 0 && strstr(err, "no connection");
-		if (peer.sock >= 0) {
-			peer_kill(&peer);
-			die(EXIT_FAIL, "serve: %s; killed Firecracker (pid %d)", err, (int)peer.pid);
-		}
-		die(timeout ? EXIT_CONN : EXIT_FAIL, "serve: %s", err);
+	log_info("listening", "socket=%s header=%s clones=%u", o.socket, s.hdr_path, o.max_clones);
+	populate_layers(&s, S.listener.fd);
+
+	int code = serve_loop(&S);   /* returns holding worker 0's mutex */
+	hs_unlisten(&S.listener);
+	for (unsigned i = 1; i < S.nw; i++) {   /* every clone has ended: stop the other loops */
+		struct worker *W = &S.w[i];
+		if (!W->started)
+			continue;
+		pthread_mutex_lock(&W->mu);
+		__atomic_store_n(&W->quit, 1, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&W->mu);
+		poke(W);
+		pthread_join(W->th, NULL);
 	}
-	close(lfd);
-	unlink(o.socket);
-	struct handshake hs = {0}, *h = &hs;
-	if (hs_receive(&peer, (int)o.accept_ms, h, err) || setup_regions(&S, h, err)) {
-		snprintf(S.err, sizeof S.err, "%s", err);
-		int code = fail_closed(&S, &o);
-		server_free(&S);
-		snap_close(&s);
-		return code;
+	pthread_mutex_unlock(&W0->mu);
+	if (S.accepted) {
+		print_counters(&S);
+		if (o.stats)
+			write_stats(&S, o.stats);
 	}
-	S.uffd = h->uffd;
-	uint64_t fa = o.fault_around < S.page ? S.page : o.fault_around;
-	S.fa_pages = fa / S.page;
-	S.pf.t0_ns = mono_ns();
-	log_info("serving", "pid=%d regions=%zu page=%llu fault_around=%llu prefetch=%s", (int)peer.pid,
-		 h->n, (unsigned long long)S.page, (unsigned long long)fa, o.prefetch);
-	/* up to 1.11 Firecracker closes its end after sending; from 1.12 it holds it until exit */
-	int keep = h->has_page_size ? peer.sock : -1;
-	if (keep < 0) {
-		close(peer.sock);
-		peer.sock = -1;
-	}
-	int code = run_loop(&S, &o, keep, sfd);
-	close(sfd);
-	if (peer.sock >= 0)
-		close(peer.sock);
-	if (peer.pidfd >= 0)
-		close(peer.pidfd);
-	close(S.uffd);
+	die_hook_del(kill_all, &S);
+	close(S.sfd);
 	server_free(&S);
 	snap_close(&s);
 	return code;

@@ -2,7 +2,7 @@
  * snapshot (header + mapped layer files), the packer shared by pack/layer/merge, the
  * Firecracker handshake and the page server.
  *
- * Spec: shared/spec/uffd.md. Nothing here is used outside applets/stereo-uffd/.
+ * Described in docs/stereo-uffd.md. Nothing here is used outside applets/stereo-uffd/.
  */
 #ifndef STEREO_UFFD_H
 #define STEREO_UFFD_H
@@ -32,7 +32,7 @@ struct snap_hdr {
 
 /* Parse and validate (sorted, contiguous, covering [0, size), aligned). name is for errors. */
 int hdr_parse(const uint8_t *p, size_t len, const char *name, struct snap_hdr *h, char *err);
-int hdr_read(const char *path, struct snap_hdr *h, char *err);
+int hdr_read_fd(int fd, const char *path, struct snap_hdr *h, char *err);
 int hdr_encode(const struct snap_hdr *h, struct buf *out);
 /* Index of the mapping holding guest offset off (off < size). */
 size_t hdr_find(const struct snap_hdr *h, uint64_t off);
@@ -63,12 +63,25 @@ struct snap {
 	int *src;                 /* per mapping: index into l, or -1 for zero-fill */
 };
 
-/* Layer files: "UUID=FILE" specs first, then DIR/memfile.<uuid>, then DIR/memfile when the
- * header references one layer. Checks every referenced layer is long enough. */
+/* Layer files: "UUID=FILE" specs first, then memfile.<uuid>, then memfile when the header
+ * references one layer, both inside the layer directory (dir, else the header's directory)
+ * and never through a symlink. hdr_path NULL = DIR/memfile.header (inside DIR). Every file
+ * must be a regular file (opened non-blocking); every referenced layer long enough. */
 int snap_open(struct snap *s, const char *hdr_path, const char *dir, char **specs, int nspecs,
 	      char *err);
 void snap_close(struct snap *s);
 char *snap_header_path(const char *dir);   /* DIR/memfile.header, caller frees */
+
+/* The page server reads layer bytes only through these two (one place, so a layer that is
+ * not local can join): LAYER_WAIT = "not available yet": the caller defers the fault and
+ * retries it when the server is woken (serve_wake in serve.h); LAYER_ERROR = err says why
+ * (fatal for the clone that needed the bytes). */
+enum layer_avail { LAYER_READY, LAYER_WAIT, LAYER_ERROR };
+/* A pointer to [off, off+len) of layer k, valid until snap_close (the COPY source). */
+enum layer_avail layer_get(struct snap *s, size_t k, uint64_t off, uint64_t len, const uint8_t **p,
+			   char *err);
+/* [off, off+len) of layer k copied into buf. */
+enum layer_avail layer_read(struct snap *s, size_t k, void *buf, uint64_t off, uint64_t len, char *err);
 
 /* ---- pack.c: writing layers ------------------------------------------------------------ */
 bool block_is_zero(const uint8_t *p, size_t n);
@@ -127,12 +140,30 @@ struct handshake {
 	int uffd;
 };
 
-int hs_listen(const char *path, mode_t mode, gid_t gid, char *err);
-/* Waits for one connection; a signal other than SIGUSR1 on sigfd (-1: none) ends the wait. */
-int hs_accept(int lfd, int sigfd, int timeout_ms, struct peer *p, char *err);
-int hs_receive(struct peer *p, int timeout_ms, struct handshake *h, char *err);
+/* The listening socket and the inode it created, so exit removes only our own socket. */
+struct hs_listener {
+	int fd;
+	const char *path;
+	dev_t dev;
+	ino_t ino;
+};
+/* Refuses a socket at path that accepts connections ("in use"), replaces a stale one. */
+int hs_listen(struct hs_listener *l, const char *path, mode_t mode, gid_t gid, char *err);
+/* Closes the socket; unlinks path only if it is still the inode we bound. */
+void hs_unlisten(struct hs_listener *l);
+/* One pending connection, identified: 1 = got one (p filled), 0 = none pending, -1 = error
+ * (p->sock >= 0 when the peer is known: it must be killed). */
+int hs_accept(int lfd, struct peer *p, char *err);
+/* The one message, non-blocking: 0 = received and valid (h filled, h->uffd ours), 1 = not
+ * yet, 2 = closed without sending anything (a probe: no uffd, nobody waits on us), -1 = a
+ * violation (err). buf: HS_MAX_MSG bytes of scratch. */
+#define HS_MAX_MSG (256 * 1024)
+int hs_recv(struct peer *p, char *buf, struct handshake *h, char *err);
 /* The region JSON alone (also the fuzz target). */
 int hs_parse_regions(const char *s, size_t len, struct handshake *h, char *err);
-void peer_kill(struct peer *p);
+/* SIGKILL the peer: 1 = killed, 0 = it had already gone. */
+int peer_kill(struct peer *p);
+/* Has the peer exited (its pidfd readable)? false when unknown. */
+bool peer_gone(const struct peer *p);
 
 #endif

@@ -9,8 +9,10 @@
  *        [--variant normal|extra|nofd|twofds|notuffd|garbage|unaligned] [--regions N] [--hole]
  *        [--huge] [--touch seq|random|none] [--threads N] [--no-verify]
  *        [--dontneed OFF:LEN ...] [--churn OFF:LEN:ITERS] [--outside] [--timeout SEC]
- *        [--hold FILE]
- * Prints "touch_ns=N pages=N" and "ok ..." on success; exit 1 with a reason otherwise.
+ *        [--hold FILE] [--lat]
+ * Prints "touch_ns=N pages=N" and "ok ..." on success; exit 1 with a reason otherwise. With
+ * --lat also "lat_p50_ns=N lat_p99_ns=N": the time of each first touch (a fault, when the
+ * page was not there yet), as the guest would see it.
  */
 #include "common/stereo.h"
 #include <fcntl.h>
@@ -44,6 +46,7 @@ static uint64_t page = 4096, memsize;
 static uint64_t *order;           /* page numbers (memory-file) in touch order */
 static uint64_t npages;
 static int nthreads = 1;
+static uint64_t *lat;             /* --lat: ns per touch, by touch index */
 
 static uint8_t *addr_of(uint64_t off)
 {
@@ -60,12 +63,22 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 static void *toucher(void *arg)
 {
 	long t = (long)arg;
 	volatile uint8_t sink = 0;
-	for (uint64_t i = (uint64_t)t; i < npages; i += (uint64_t)nthreads)
+	for (uint64_t i = (uint64_t)t; i < npages; i += (uint64_t)nthreads) {
+		uint64_t t0 = lat ? now_ns() : 0;
 		sink ^= *(volatile uint8_t *)addr_of(order[i] * page);
+		if (lat)
+			lat[i] = now_ns() - t0;
+	}
 	(void)sink;
 	return NULL;
 }
@@ -160,10 +173,11 @@ int main(int argc, char **argv)
 		{"no-verify", no_argument, NULL, 'n'}, {"dontneed", required_argument, NULL, 'd'},
 		{"outside", no_argument, NULL, 'o'}, {"timeout", required_argument, NULL, 'w'},
 		{"hold", required_argument, NULL, 'W'}, {"churn", required_argument, NULL, 'c'},
+		{"lat", no_argument, NULL, 'L'},
 		{0},
 	};
 	const char *churn = NULL, *hold = NULL, *sock = NULL, *image = NULL, *version = "1.12", *variant = "normal", *touch = "seq";
-	bool balloon = false, hole = false, huge = false, verify = true, outside = false;
+	bool balloon = false, hole = false, huge = false, verify = true, outside = false, want_lat = false;
 	char *dontneed[16];
 	int ndontneed = 0, timeout = 30, c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -184,6 +198,7 @@ int main(int argc, char **argv)
 		case 'w': timeout = atoi(optarg); break;
 		case 'W': hold = optarg; break;
 		case 'c': churn = optarg; break;
+		case 'L': want_lat = true; break;
 		default: return EXIT_USAGE;
 		}
 	}
@@ -306,6 +321,8 @@ int main(int argc, char **argv)
 			order[j] = t;
 		}
 	}
+	if (want_lat)
+		lat = xcalloc(npages, sizeof *lat);
 	if (strcmp(touch, "none")) {
 		pthread_t th[64];
 		uint64_t t0 = now_ns();
@@ -316,6 +333,11 @@ int main(int argc, char **argv)
 		uint64_t dt = now_ns() - t0;
 		printf("touch_ns=%llu pages=%llu page=%llu\n", (unsigned long long)dt,
 		       (unsigned long long)npages, (unsigned long long)page);
+		if (lat) {
+			qsort(lat, npages, sizeof *lat, cmp_u64);
+			printf("lat_p50_ns=%llu lat_p99_ns=%llu\n", (unsigned long long)lat[npages / 2],
+			       (unsigned long long)lat[npages * 99 / 100]);
+		}
 	}
 	if (verify && verify_range(imgfd, 0, memsize))
 		return EXIT_FAIL;

@@ -1,4 +1,4 @@
-/* uffd_floor.c - the benchmark's floors for stereo-uffd (shared/spec/performance.md): the
+/* uffd_floor.c - the benchmark's floors for stereo-uffd (docs/stereo-uffd.md, "Measured"): the
  * smallest correct page servers, speaking the same Firecracker handshake as stereo-uffd so
  * the same stand-in drives both. They serve from the raw full image file (mapped).
  *
