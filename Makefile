@@ -91,8 +91,12 @@ savedefconfig: generated/Kconfig.applets
 	@echo "minimal config written to ./defconfig"
 
 # ---- build ---------------------------------------------------------------------------
+# an applets/*.c that declares no applet is code some applets share (cli.c); --gc-sections
+# drops it when no applet using it is built
+LPAREN      := (
+SHARED_SRCS := $(shell grep -L '^APPLET$(LPAREN)' applets/*.c)
 COMMON_SRCS := $(filter-out common/main.c,$(wildcard common/*.c))
-APPLET_SRCS := $(sort $(src-y))
+APPLET_SRCS := $(sort $(src-y) $(SHARED_SRCS))
 SRCS        := common/main.c $(COMMON_SRCS) $(APPLET_SRCS)
 LIBS        := $(if $(CONFIG_INIT_NET),$(NL_LIBS)) $(if $(CONFIG_STEREO_UFFD_REMOTE),-lcurl)
 STATIC_FLAG := $(if $(CONFIG_STATIC),-static)

@@ -166,11 +166,7 @@ int stereo_secret_main(int argc, char **argv)
 		return secret_list(&c);
 	if (!strcmp(a[0], "rm") && n == 2)
 		return secret_rm(&c, a[1]);
-	if (!strcmp(a[0], "set"))
-		return usage_error("usage: set NAME [--mode 0600] [--from-file F | --from-env VAR]");
-	if (!strcmp(a[0], "rm"))
-		return usage_error("usage: rm NAME");
-	if (!strcmp(a[0], "list"))
-		return usage_error("usage: list [--json]");
+	if (!strcmp(a[0], "set") || !strcmp(a[0], "rm") || !strcmp(a[0], "list"))
+		return usage_cmd(a[0]);   /* the command's line of the help text */
 	return usage_error("unknown command '%s' (set, list or rm)", a[0]);
 }

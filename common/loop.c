@@ -130,6 +130,18 @@ int loop_del(struct loop *l, int fd)
 	return 0;
 }
 
+int loop_timer_reserve(struct loop *l, size_t n)
+{
+	if (l->captimers >= n)
+		return 0;
+	struct timer *t = realloc(l->timers, n * sizeof *t);
+	if (!t)
+		return -ENOMEM;
+	l->timers = t;
+	l->captimers = n;
+	return 0;
+}
+
 uint64_t loop_timer(struct loop *l, int64_t ms, loop_timer_cb cb, void *ctx)
 {
 	if (l->ntimers == l->captimers) {

@@ -19,8 +19,10 @@ void loop_free(struct loop *l);
 int loop_add(struct loop *l, int fd, uint32_t events, loop_fd_cb cb, void *ctx);
 int loop_mod(struct loop *l, int fd, uint32_t events);
 int loop_del(struct loop *l, int fd);            /* does not close fd */
-/* A timer firing at now + ms; returns its id (never 0). */
+/* A timer firing at now + ms; returns its id, or 0 when out of memory (never, while fewer
+ * than the reserved number are pending). */
 uint64_t loop_timer(struct loop *l, int64_t ms, loop_timer_cb cb, void *ctx);
+int loop_timer_reserve(struct loop *l, size_t n);   /* room for n pending timers; 0 or -ENOMEM */
 void loop_timer_cancel(struct loop *l, uint64_t id);
 /* Block sigs and deliver them to cb through a signalfd. */
 int loop_signals(struct loop *l, const int *sigs, int n, loop_signal_cb cb, void *ctx);

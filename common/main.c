@@ -38,6 +38,42 @@ const char *applet_help(const char *name)
 	return a ? a->help : "";
 }
 
+/* The text of one help line from s up to its end or to a gap of two spaces (where the
+ * description starts), appended to out. */
+static const char *usage_part(const char *s, struct buf *out)
+{
+	const char *eol = strchrnul(s, '\n'), *gap = memmem(s, (size_t)(eol - s), "  ", 2);
+	buf_append(out, s, (size_t)((gap ? gap : eol) - s));
+	return *eol ? eol + 1 : eol;
+}
+
+int usage_cmd(const char *cmd)
+{
+	size_t cl = strlen(cmd);
+	for (const char *p = applet_help(prog); *p;) {
+		const char *s = p + strspn(p, " ");
+		size_t indent = (size_t)(s - p);
+		if (strncmp(s, cmd, cl) || (s[cl] != ' ' && s[cl] != '\n' && s[cl])) {
+			p = strchrnul(p, '\n');
+			p += *p == '\n';
+			continue;
+		}
+		struct buf u = {0};
+		p = usage_part(s, &u);
+		for (;;) {   /* options wrapped onto deeper-indented lines */
+			const char *t = p + strspn(p, " ");
+			if ((size_t)(t - p) <= indent || (*t != '[' && *t != '-'))
+				break;
+			buf_putc(&u, ' ');
+			p = usage_part(t, &u);
+		}
+		int rc = usage_error("usage: %s %s", prog, buf_cstr(&u));
+		buf_free(&u);
+		return rc;
+	}
+	return usage_error("usage: %s %s ...", prog, cmd);
+}
+
 static void list_applets(FILE *f, const char *sep)
 {
 	for (size_t i = 0; applets[i].name; i++)
@@ -118,7 +154,20 @@ static int run(const struct applet *a, int argc, char **argv)
 	return a->main(argc, argv);
 }
 
-int main(int argc, char **argv)
+/* Write errors on stdout are checked once, here, after the applet returns (toybox's xexit):
+ * applets print with stdio and need not check every printf. A failed flush turns success
+ * into exit 1 with a message; a broken pipe (the reader went away) fails silently. */
+static int finish_stdout(int rc)
+{
+	errno = 0;
+	if (!fflush(stdout) && !ferror(stdout))
+		return rc;
+	if (errno != EPIPE)
+		warnx("writing to stdout: %s", errno ? strerror(errno) : "I/O error");
+	return rc ? rc : EXIT_FAIL;
+}
+
+static int dispatch(int argc, char **argv)
 {
 	char *base = strrchr(argv[0], '/');
 	base = base ? base + 1 : argv[0];
@@ -160,4 +209,9 @@ unknown:
 	list_applets(stderr, " ");
 	fputc('\n', stderr);
 	return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	return finish_stdout(dispatch(argc, argv));
 }

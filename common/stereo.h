@@ -31,6 +31,11 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2, EXIT_CONN = 3 };
 extern const char *prog;           /* the running applet's name, for messages */
 const char *applet_help(const char *name);
 int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The usage of subcommand cmd ("pack", "secret set") taken from the running applet's help
+ * text, its one source: the help line whose words start with cmd, up to the first gap of two
+ * spaces, plus following deeper-indented lines that start with '[' or '-' (wrapped options).
+ * Printed as "APPLET: usage: APPLET CMD ARGS" like usage_error; returns EXIT_USAGE. */
+int usage_cmd(const char *cmd);
 
 /* err.c: CLI messages and "cannot continue" helpers */
 void warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -68,5 +73,6 @@ void slog(enum log_level l, const char *msg, const char *kvfmt, ...)
 #include "common/valid.h"
 #include "common/sock.h"
 #include "common/http.h"
+#include "common/proc.h"
 
 #endif

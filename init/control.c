@@ -8,7 +8,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define CTL_CONNS 16
 #define CTL_LINE 512
 #define CTL_IDLE_MS 2000
 #define STATUS_MAX (1 << 20)
@@ -34,7 +33,7 @@ static void status_json(const struct super *s, const char *phase, struct buf *b)
 		jw_kint(&w, "restarts", sv->restarts);
 		jw_key(&w, "last_exit");
 		if (sv->exited)
-			jw_str(&w, exit_str(sv->last_status, how, sizeof how));
+			jw_str(&w, proc_status_str(sv->last_status, how, sizeof how));
 		else
 			jw_null(&w);
 		jw_kstr(&w, "restart", restart_name(sv->def.restart));

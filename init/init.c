@@ -180,6 +180,10 @@ static void boot_network(const struct init_opts *o)
 		return;
 	char err[ERRBUF];
 	struct netcfg *nc = netcfg_new();
+	if (!nc) {
+		log_error("network setup skipped", "error=\"%s\"", strerror(ENOMEM));
+		return;
+	}
 	if (load_net(o, nc, false, err))
 		log_error("network configuration", "error=\"%s\"", err);
 	if (netcfg_apply(nc, o->resolv_file, o->system, err))
@@ -213,6 +217,13 @@ static int run_init(struct init_opts *o)
 		die_sys(EXIT_FAIL, "creating the event loop");
 	}
 	c.s = super_new(c.l, o);
+	/* one timer per service at a time, per control connection and for the power sequence:
+	 * reserved now, so a backoff or a stop never goes missing for want of memory */
+	if (!c.s || loop_timer_reserve(c.l, SVC_MAX + CTL_CONNS + 1)) {
+		if (o->system)
+			emergency("allocating the service table");
+		die(EXIT_FAIL, "allocating the service table: out of memory");
+	}
 	int rc = core_signals(c.l, on_signal, &c);
 	if (rc)
 		log_error("signal setup", "error=\"%s\"", strerror(-rc));
@@ -256,6 +267,8 @@ static int net_only(const struct init_opts *o, bool dry_run)
 {
 	char err[ERRBUF];
 	struct netcfg *nc = netcfg_new();
+	if (!nc)
+		die(EXIT_FAIL, "out of memory");
 	if (load_net(o, nc, false, err)) {
 		netcfg_free(nc);
 		warnx("%s", err);
@@ -311,6 +324,8 @@ static int check(const struct init_opts *o)
 	free(defs);
 	char err[ERRBUF];
 	struct netcfg *nc = netcfg_new();
+	if (!nc)
+		die(EXIT_FAIL, "out of memory");
 	if (load_net(o, nc, false, err))
 		report_check(err, &bad);
 	netcfg_free(nc);

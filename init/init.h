@@ -2,7 +2,8 @@
  * and the entry points of each file. Only init/ includes it.
  *
  *   init.c      declaration, option parsing, main (boot sequence, CLI modes)
- *   reap.c      the small core: signal mask, spawning children, reaping every child
+ *   reap.c      the small core: signal mask, reaping every child (children start in
+ *               common/proc.c)
  *   early.c     mounts, hostname, console, oom_score_adj when init is the real PID 1
  *   modules.c   kernel modules from /etc/stereos/modules (finit_module)
  *   netcfg.c    kernel ip= and /etc/stereos/network parsing (netcfg.h)
@@ -25,6 +26,7 @@
 #define SVC_DEPS_MAX 16
 #define SVC_STRBUF 4096     /* argv, env, user and dir strings of one service */
 #define CRASH_HIST 32       /* crash timestamps kept for the quarantine window */
+#define CTL_CONNS 16        /* control socket connections at a time */
 
 struct init_opts {
 	char root[PATH_MAX];          /* "" means "/" */
@@ -94,19 +96,8 @@ struct svc {
 
 /* reap.c */
 int core_signals(struct loop *l, loop_signal_cb cb, void *ctx);
-struct spawn_req {
-	char *const *argv;
-	char *const *envp;
-	const char *dir;
-	bool set_user;
-	uid_t uid;
-	gid_t gid;
-	int notify_wfd, notify_fd;    /* dup notify_wfd to notify_fd in the child; -1 none */
-};
-pid_t spawn(const struct spawn_req *r);
 /* waitpid(-1, WNOHANG) until nothing is left; on_exit for every child. Returns the count. */
 int reap_all(void (*on_exit)(pid_t pid, int status, void *ctx), void *ctx);
-const char *exit_str(int status, char *buf, size_t n);   /* "exit 1", "signal 9" */
 
 /* early.c */
 void early_boot(const struct init_opts *o);

@@ -8,7 +8,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 
-struct netcfg *netcfg_new(void) { return xcalloc(1, sizeof(struct netcfg)); }
+struct netcfg *netcfg_new(void) { return calloc(1, sizeof(struct netcfg)); }   /* NULL: ENOMEM */
 void netcfg_free(struct netcfg *c) { free(c); }
 
 bool netcfg_empty(const struct netcfg *c)

@@ -184,7 +184,8 @@ static void unmount_all(void)
 		/* id parent major:minor root mountpoint ... */
 		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1) {
 			unescape_octal(mp);
-			points[n++] = xstrdup(mp);
+			if ((points[n] = strdup(mp)))   /* out of memory: left mounted, still synced */
+				n++;
 		}
 	}
 	fclose(f);

@@ -5,7 +5,7 @@
  *
  * Every change of state goes through set_state(), and super_tick() (called before each loop
  * wait) is the one place that decides what may start or be signalled next. Processes are
- * started and reaped by reap.c; this file only decides.
+ * started by common/proc.c and reaped by reap.c; this file only decides.
  */
 #include "init/init.h"
 #include <fcntl.h>
@@ -19,6 +19,7 @@ struct super {
 	struct loop *l;
 	const struct init_opts *o;
 	struct svc *svcs;             /* SVC_MAX entries; entries are never moved or freed */
+	struct svc_def *defs;         /* SVC_MAX entries: super_load's scratch, allocated once */
 	int n;
 	bool stopping;
 	bool dirty;
@@ -52,10 +53,19 @@ bool super_dirty(struct super *s)
 int super_count(const struct super *s) { return s->n; }
 const struct svc *super_svc(const struct super *s, int i) { return &s->svcs[i]; }
 
+/* Everything supervision needs is allocated here, once: after this, reloading and starting
+ * services never depend on malloc succeeding (PID 1 must not exit). NULL when out of memory. */
 struct super *super_new(struct loop *l, const struct init_opts *o)
 {
-	struct super *s = xcalloc(1, sizeof *s);
-	s->svcs = xcalloc(SVC_MAX, sizeof *s->svcs);
+	struct super *s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	s->svcs = calloc(SVC_MAX, sizeof *s->svcs);
+	s->defs = calloc(SVC_MAX, sizeof *s->defs);
+	if (!s->svcs || !s->defs) {
+		super_free(s);
+		return NULL;
+	}
 	s->l = l;
 	s->o = o;
 	if (getrandom(&s->rng, sizeof s->rng, GRND_NONBLOCK) != sizeof s->rng)
@@ -89,6 +99,7 @@ void super_free(struct super *s)
 		close_ready(s, &s->svcs[i]);
 	}
 	free(s->svcs);
+	free(s->defs);
 	free(s);
 }
 
@@ -202,7 +213,8 @@ static void stop_svc(struct super *s, struct svc *sv);
 
 int super_load(struct super *s)
 {
-	struct svc_def *defs = xcalloc(SVC_MAX, sizeof *defs);
+	struct svc_def *defs = s->defs;
+	memset(defs, 0, SVC_MAX * sizeof *defs);
 	int n = svconf_load_dir(s->o->services_dir, s->o->passwd_file, defs, SVC_MAX, report_conf, s);
 	if (n == -ENOENT) {
 		log_info("no services directory, using the built-in stereod service", "dir=%s",
@@ -257,20 +269,22 @@ int super_load(struct super *s)
 		log_info("service declared", "name=%s restart=%s", sv->def.name,
 			 restart_name(sv->def.restart));
 	}
-	free(defs);
 	check_deps(s);
 	return n;
 }
 
 /* ---- starting ------------------------------------------------------------------------- */
 
-/* init's environment (which carries STEREO_INIT=1), then HOME/USER for user=, then env=. */
+/* init's environment (which carries STEREO_INIT=1), then HOME/USER for user=, then env=.
+ * NULL when out of memory. */
 static char **build_env(const struct svc_def *d, char *tmp, size_t tmpsz)
 {
 	size_t ne = 0;
 	while (environ[ne])
 		ne++;
-	char **envp = xcalloc(ne + d->nenv + 4, sizeof *envp);
+	char **envp = calloc(ne + d->nenv + 4, sizeof *envp);
+	if (!envp)
+		return NULL;
 	const char *extra[SVC_ENV_MAX + 3];
 	int nx = 0;
 	size_t off = 0;
@@ -341,12 +355,26 @@ static void start_svc(struct super *s, struct svc *sv)
 	}
 	char tmp[512];
 	char **envp = build_env(d, tmp, sizeof tmp);
-	struct spawn_req r = {
-		.argv = d->argv, .envp = envp, .dir = d->dir ? d->dir : "/",
-		.set_user = d->has_user, .uid = d->uid, .gid = d->gid,
-		.notify_wfd = pfd[1], .notify_fd = d->notify_fd,
+	if (!envp) {
+		/* this start fails like a crash (backoff, quarantine); init keeps running */
+		log_error("cannot start service", "name=%s error=\"%s\"", d->name, strerror(ENOMEM));
+		if (pfd[0] >= 0) {
+			close(pfd[0]);
+			close(pfd[1]);
+		}
+		crashed(s, sv);
+		return;
+	}
+	struct proc_req r = {
+		.argv = d->argv, .envp = envp, .dir = d->dir ? d->dir : "/", .in = PROC_NULL,
+		.setsid = true, .set_user = d->has_user, .uid = d->uid, .gid = d->gid,
 	};
-	pid_t pid = spawn(&r);
+	if (pfd[1] >= 0) {
+		r.fds[0].from = pfd[1];
+		r.fds[0].to = d->notify_fd;
+		r.nfds = 1;
+	}
+	pid_t pid = proc_spawn(&r);
 	free(envp);
 	if (pfd[1] >= 0)
 		close(pfd[1]);
@@ -400,7 +428,7 @@ static void on_ready(struct loop *l, int fd, uint32_t ev, void *ctx)
 static void kill_svc(struct svc *sv, int sig)
 {
 	if (sv->pid > 0) {
-		kill(-sv->pid, sig);   /* its session/process group (spawn() calls setsid) */
+		kill(-sv->pid, sig);   /* its session/process group (started with setsid) */
 		kill(sv->pid, sig);
 	}
 }
@@ -487,7 +515,7 @@ void super_child_exited(struct super *s, pid_t pid, int status)
 		return;
 	}
 	char how[32];
-	exit_str(status, how, sizeof how);
+	proc_status_str(status, how, sizeof how);
 	sv->pid = 0;
 	sv->exited = true;
 	sv->last_status = status;

@@ -245,7 +245,7 @@ int svconf_parse(struct svc_def *d, const char *name, const char *text, size_t l
 
 static int cmp_str(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return strcmp(a, b);
 }
 
 int svconf_load_dir(const char *dir, const char *passwd_file, struct svc_def *defs, int max,
@@ -254,7 +254,7 @@ int svconf_load_dir(const char *dir, const char *passwd_file, struct svc_def *de
 	DIR *dp = opendir(dir);
 	if (!dp)
 		return -errno;
-	char *names[SVC_MAX * 2];
+	char names[SVC_MAX * 2][NAME_MAX + 1];   /* fixed: a reload needs no malloc */
 	int nn = 0, n = 0;
 	struct dirent *de;
 	char msg[PATH_MAX + 1024];
@@ -268,7 +268,7 @@ int svconf_load_dir(const char *dir, const char *passwd_file, struct svc_def *de
 			report(msg, ctx);
 			break;
 		}
-		names[nn++] = xstrdup(de->d_name);
+		snprintf(names[nn++], sizeof names[0], "%s", de->d_name);
 	}
 	closedir(dp);
 	qsort(names, nn, sizeof *names, cmp_str);
@@ -302,7 +302,6 @@ int svconf_load_dir(const char *dir, const char *passwd_file, struct svc_def *de
 			}
 		}
 		buf_free(&b);
-		free(names[i]);
 	}
 	return n;
 }

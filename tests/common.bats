@@ -313,3 +313,24 @@ PY
 	assert_success
 	assert_output 'order 1 3 0 elapsed>=60:1'
 }
+
+@test "proc_run waits for its own child even while another thread reaps with waitpid(-1)" {
+	run unit proc-run 0 sh -c 'sleep 0.3; exit 3'
+	assert_success
+	assert_output "exit 3 reaped-elsewhere=0"
+}
+
+@test "proc_run kills the child's whole process group at the deadline" {
+	run unit proc-run 300 sh -c 'sleep 100 & echo $! >"$0"; wait' "$BATS_TEST_TMPDIR/grandchild"
+	assert_success
+	assert_output "timed out, signal 9 reaped-elsewhere=0"
+	gc=$(cat "$BATS_TEST_TMPDIR/grandchild")
+	wait_for sh -c "! kill -0 $gc 2>/dev/null"
+}
+
+@test "proc_run reports an exec failure as exit 127 with the reason on stderr" {
+	run --separate-stderr unit proc-run 0 /nonexistent/tool
+	assert_success
+	assert_output "exit 127 reaped-elsewhere=0"
+	assert_equal "$stderr" "/nonexistent/tool: exec: No such file or directory"
+}

@@ -274,6 +274,25 @@ only_one_child() {
 	grep -qx 'who=4321:4322:/home/svc:bar baz:1' "$LOG"
 }
 
+@test "a service starts with an empty signal mask, default SIGPIPE/TTIN/TTOU, and only fds 0-2 and its notify fd" {
+	svc sig "exec=/bin/sh -c 'grep -E \"^Sig(Blk|Ign):\" /proc/self/status >$BATS_TEST_TMPDIR/sig; echo >&3; exec sleep 1000'" \
+		"notify-fd=3"
+	exec 7</dev/null     # an fd init inherits without CLOEXEC: no service may get it
+	start_init
+	exec 7<&-
+	wait_state sig ready
+	run awk '/^SigBlk:/ {print $2}' "$BATS_TEST_TMPDIR/sig"
+	assert_output 0000000000000000
+	ign=$(awk '/^SigIgn:/ {print $2}' "$BATS_TEST_TMPDIR/sig")
+	# SIGPIPE 13, SIGTTIN 21, SIGTTOU 22: bits 12, 20, 21
+	[ $((0x$ign & (1 << 12 | 1 << 20 | 1 << 21))) -eq 0 ] || fail "the service ignores signals init ignores (SigIgn $ign)"
+	# the service is init's only child (sh exec'd sleep); its pid outside the namespace:
+	local ip kid
+	ip=$(init_pid)
+	kid=$(cat "/proc/$ip/task/$ip/children")
+	assert_equal "$(ls "/proc/${kid% }/fd" | sort -n | tr '\n' ' ')" "0 1 2 3 "
+}
+
 @test "without a services directory init runs the built-in stereod service" {
 	rmdir "$R/etc/stereos/services"
 	mkdir -p "$R/bin"

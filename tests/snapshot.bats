@@ -146,6 +146,21 @@ subscribe() {
 		"10-a freeze,20-b freeze,30-c freeze,30-c thaw,20-b thaw,10-a thaw,"
 }
 
+@test "a freeze hook starts with default signal handling: empty mask, SIGPIPE not ignored" {
+	mkdir -p "$R/etc/stereos/hooks/freeze.d"
+	printf '#!/bin/sh\n[ "$1" = freeze ] && grep -E "^Sig(Blk|Ign):" /proc/self/status >"%s"\nexit 0\n' \
+		"$BATS_TEST_TMPDIR/sig" >"$R/etc/stereos/hooks/freeze.d/10-sig"
+	chmod +x "$R/etc/stereos/hooks/freeze.d/10-sig"
+	start_snap
+	req '{"type":"snapshot_prepare"}'
+	assert_equal "$(step freeze_hook | jq -r .ok)" true
+	req '{"type":"snapshot_abort"}'
+	run awk '/^SigBlk:/ {print $2}' "$BATS_TEST_TMPDIR/sig"
+	assert_output 0000000000000000
+	ign=$(awk '/^SigIgn:/ {print $2}' "$BATS_TEST_TMPDIR/sig")
+	[ $((0x$ign & (1 << 12))) -eq 0 ] || fail "SIGPIPE is ignored in the hook (SigIgn $ign)"
+}
+
 @test "a freeze hook that fails or outlives the timeout is reported and the rest still run" {
 	mkdir -p "$R/etc/stereos/hooks/freeze.d"
 	printf '#!/bin/sh\nexit 3\n' >"$R/etc/stereos/hooks/freeze.d/10-fails"

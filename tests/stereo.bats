@@ -90,3 +90,41 @@ first_applet() { "$STEREO_BIN" --list | head -1; }
 	run "$STEREO_BIN" --install
 	assert_equal "$status" 2
 }
+
+@test "a write error on stdout fails the multiplexer: --list, --version, --help >/dev/full exit 1 with a message" {
+	for opt in --list --version --help; do
+		run --separate-stderr "$STEREO_BIN" "$opt"
+		assert_success
+		run --separate-stderr sh -c '"$0" "$1" >/dev/full' "$STEREO_BIN" "$opt"
+		assert_equal "$status" 1
+		[[ "$stderr" == "stereo: writing to stdout: No space left on device" ]] || fail "$opt: '$stderr'"
+	done
+}
+
+@test "a write error on stdout fails every applet: APPLET --help >/dev/full exits 1 with a message" {
+	for a in $("$STEREO_BIN" --list); do
+		run --separate-stderr sh -c '"$0" "$1" --help >/dev/full' "$STEREO_BIN" "$a"
+		assert_equal "$status" 1
+		[[ "$stderr" == "$a: writing to stdout: No space left on device" ]] || fail "$a: '$stderr'"
+	done
+}
+
+# usage_from_help APPLET CMD [ARGS...]: the usage error for CMD names the applet and the command
+# and is, word for word, the command's text in APPLET --help (the one place it is written)
+usage_from_help() {
+	local applet=$1
+	shift
+	run --separate-stderr "$STEREO_BIN" "$applet" "$@"
+	assert_equal "$status" 2
+	local first=${stderr%%$'\n'*}
+	[[ "$first" == "$applet: usage: $applet $1"* ]] || fail "$applet $1: '$first'"
+	local u=${first#"$applet: usage: $applet "}
+	"$STEREO_BIN" "$applet" --help | tr -s ' \n' '  ' | grep -qF -- "$u" ||
+		fail "$applet $1: '$u' is not in the help"
+}
+
+@test "a subcommand's usage error is its text in --help: stereo-secret set, rm, list" {
+	usage_from_help stereo-secret set
+	usage_from_help stereo-secret rm
+	usage_from_help stereo-secret list extra
+}

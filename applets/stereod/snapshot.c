@@ -22,6 +22,7 @@
 #include "applets/stereod/snapshot.h"
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <linux/netlink.h>
 #include <linux/openat2.h>
@@ -142,13 +143,16 @@ int snap_clock_step(struct snapshot *s, int64_t target_ns, char *err)
 }
 
 /* ---- freeze hooks -------------------------------------------------------------------------- */
+typedef char hook_name[NAME_MAX + 1];
+
 static int name_cmp(const void *a, const void *b)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return strcmp(a, b);
 }
 
-/* Executable regular files of the hooks dir, sorted; names not starting with '.'. */
-static int list_hooks(const struct snapshot *s, char **names, int max)
+/* Executable regular files of the hooks dir, sorted; names not starting with '.'. Fixed
+ * storage: listing the hooks cannot fail for want of memory. */
+static int list_hooks(const struct snapshot *s, hook_name *names, int max)
 {
 	char dir[768];
 	if (snap_path(s, HOOKS_DIR, dir, sizeof dir))
@@ -163,46 +167,11 @@ static int list_hooks(const struct snapshot *s, char **names, int max)
 		if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st, 0) ||
 		    !S_ISREG(st.st_mode) || !(st.st_mode & 0111))
 			continue;
-		names[n++] = xstrdup(e->d_name);
+		snprintf(names[n++], sizeof *names, "%s", e->d_name);
 	}
 	closedir(d);
 	qsort(names, n, sizeof *names, name_cmp);
 	return n;
-}
-
-/* Wait for pid until deadline (monotonic ms); SIGKILL its process group past it. */
-static int wait_hook(pid_t pid, int64_t deadline, int *status, bool *timed_out)
-{
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	*timed_out = false;
-	for (;;) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-		if (r == pid)
-			break;
-		if (r < 0 && errno != EINTR) {
-			if (pfd >= 0)
-				close(pfd);
-			return -errno;
-		}
-		int64_t left = deadline - now_ms();
-		if (left <= 0) {
-			*timed_out = true;
-			kill(-pid, SIGKILL);
-			kill(pid, SIGKILL);
-			while (waitpid(pid, status, 0) < 0 && errno == EINTR)
-				;
-			break;
-		}
-		if (pfd >= 0) {
-			struct pollfd p = {.fd = pfd, .events = POLLIN};
-			poll(&p, 1, left > 100 ? 100 : (int)left);
-		} else {
-			usleep(10000);
-		}
-	}
-	if (pfd >= 0)
-		close(pfd);
-	return 0;
 }
 
 static int run_hook(const struct snapshot *s, const char *name, const char *arg, int64_t deadline,
@@ -223,39 +192,20 @@ static int run_hook(const struct snapshot *s, const char *name, const char *arg,
 		step_end(st, label, -1, strerror(-rc));
 		return -1;
 	}
-	pid_t pid = fork();
-	if (pid < 0) {
-		snprintf(why, sizeof why, "fork: %s", strerror(errno));
-		step_end(st, label, -1, why);
-		return -1;
-	}
-	if (pid == 0) {
-		/* the daemon blocks signals for its signalfd: give the hook a normal mask */
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		setpgid(0, 0);
-		int nul = open("/dev/null", O_RDONLY);
-		if (nul >= 0) {
-			dup2(nul, 0);
-			close(nul);
-		}
-		dup2(2, 1);
-		execl(path, path, arg, (char *)NULL);
-		_exit(127);
-	}
+	/* stdin /dev/null, stdout to stereod's stderr (the log), its own process group */
+	char *argv[] = {path, (char *)arg, NULL};
+	struct proc_req r = {.argv = argv, .in = PROC_NULL, .out = 2};
 	int status = 0;
-	bool timed_out;
-	rc = wait_hook(pid, deadline, &status, &timed_out);
-	if (rc)
-		snprintf(why, sizeof why, "waitpid: %s", strerror(-rc));
-	else if (timed_out)
+	rc = proc_run(&r, deadline, &status);
+	if (rc == -ETIMEDOUT)
 		snprintf(why, sizeof why, "timed out, killed");
+	else if (rc)
+		snprintf(why, sizeof why, "starting: %s", strerror(-rc));
 	else if (WIFSIGNALED(status))
 		snprintf(why, sizeof why, "killed by signal %d", WTERMSIG(status));
 	else if (WEXITSTATUS(status))
 		snprintf(why, sizeof why, "exit status %d", WEXITSTATUS(status));
-	if (!rc && !timed_out && WIFEXITED(status))
+	if (!rc && WIFEXITED(status))
 		jw_kint(st->w, "exit_code", WEXITSTATUS(status));
 	step_end(st, label, why[0] ? -1 : 0, why);
 	return why[0] ? -1 : 0;
@@ -264,7 +214,7 @@ static int run_hook(const struct snapshot *s, const char *name, const char *arg,
 /* Run every hook with arg ("freeze" in name order, "thaw" in reverse) within the budget. */
 static void run_hooks(struct snapshot *s, const char *arg, int64_t budget_ms, struct steps *st)
 {
-	char *names[MAX_HOOKS];
+	hook_name names[MAX_HOOKS];
 	int n = list_hooks(s, names, MAX_HOOKS);
 	bool thaw = !strcmp(arg, "thaw");
 	int64_t deadline = now_ms() + budget_ms;
@@ -272,8 +222,6 @@ static void run_hooks(struct snapshot *s, const char *arg, int64_t budget_ms, st
 		const char *name = names[thaw ? n - 1 - i : i];
 		run_hook(s, name, arg, deadline, st);
 	}
-	for (int i = 0; i < n; i++)
-		free(names[i]);
 }
 
 /* ---- freeze and thaw ------------------------------------------------------------------------ */

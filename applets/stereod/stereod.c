@@ -67,12 +67,10 @@ config STEREOD
 #include "stereod.h"
 #include <fcntl.h>
 #include <getopt.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -87,51 +85,37 @@ static char *path_under_root(const struct stereod *d, const char *path)
 	return p;
 }
 
-pid_t spawn_sh(const char *cmd, const char *const *args)
+/* "/bin/sh -c CMD sh ARGS...": at most 11 ARGS (the rest are dropped). */
+static void sh_argv(const char **argv, const char *cmd, const char *const *args)
 {
-	const char *argv[16] = {"sh", "-c", cmd, "sh"};
-	int n = 4;
+	int n = 0;
+	argv[n++] = "/bin/sh";
+	argv[n++] = "-c";
+	argv[n++] = cmd;
+	argv[n++] = "sh";
 	for (int i = 0; args && args[i] && n < 15; i++)
 		argv[n++] = args[i];
 	argv[n] = NULL;
-	pid_t pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		sigset_t all;
-		sigemptyset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
-		signal(SIGPIPE, SIG_DFL);
-		int nul = open("/dev/null", O_RDONLY);
-		if (nul >= 0) {
-			dup2(nul, 0);
-			if (nul > 2)
-				close(nul);
-		}
-		execv("/bin/sh", (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
+}
+
+pid_t spawn_sh(const char *cmd, const char *const *args)
+{
+	const char *argv[16];
+	sh_argv(argv, cmd, args);
+	struct proc_req r = {.argv = (char *const *)argv, .in = PROC_NULL};
+	return proc_spawn(&r);
 }
 
 int run_sh(const char *cmd, const char *const *args, int timeout_ms, char *err)
 {
-	pid_t pid = spawn_sh(cmd, args);
-	if (pid < 0)
-		return errf(err, "starting '%s': %s", cmd, strerror(-pid));
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	int st = 0;
-	if (pfd >= 0) {
-		int r = fd_wait(pfd, POLLIN, timeout_ms);
-		close(pfd);
-		if (r <= 0) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return errf(err, "'%s' timed out after %d ms", cmd, timeout_ms);
-		}
-	}
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
+	const char *argv[16];
+	sh_argv(argv, cmd, args);
+	struct proc_req r = {.argv = (char *const *)argv, .in = PROC_NULL};
+	int st = 0, rc = proc_run(&r, now_ms() + timeout_ms, &st);
+	if (rc == -ETIMEDOUT)
+		return errf(err, "'%s' timed out after %d ms", cmd, timeout_ms);
+	if (rc)
+		return errf(err, "starting '%s': %s", cmd, strerror(-rc));
 	if (WIFSIGNALED(st))
 		return errf(err, "'%s' killed by signal %d", cmd, WTERMSIG(st));
 	return WEXITSTATUS(st);
@@ -515,7 +499,7 @@ int stereod_main(int argc, char **argv)
 	struct rlimit nocore = {0, 0};
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) || setrlimit(RLIMIT_CORE, &nocore))
 		die_sys(EXIT_FAIL, "starting: making the process non-dumpable");
-	signal(SIGPIPE, SIG_IGN);
+	proc_sig_ignore(SIGPIPE);
 	d.started_ms = now_ms();
 	d.loop = loop_new();
 	if (!d.loop)

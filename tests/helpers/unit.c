@@ -5,7 +5,10 @@
 #include <arpa/inet.h>
 #include "common/conn.h"
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 
@@ -68,6 +71,21 @@ static void fire(struct loop *lp, void *ctx)
 static void stop_on_signal(struct loop *l, const struct signalfd_siginfo *si, void *ctx)
 {
 	loop_stop(l);
+}
+
+/* A daemon loop's reaper on another thread: waitpid(-1) until told to stop; counts what it took. */
+static atomic_bool reaper_stop;
+static atomic_int reaped;
+static void *reaper(void *arg)
+{
+	while (!atomic_load(&reaper_stop)) {
+		int st;
+		if (waitpid(-1, &st, 0) > 0)   /* blocks while there is a child it may reap */
+			atomic_fetch_add(&reaped, 1);
+		else
+			usleep(1000);
+	}
+	return NULL;
 }
 
 int main(int argc, char **argv)
@@ -251,6 +269,19 @@ int main(int argc, char **argv)
 		loop_run(l);
 		printf("order %d %d %d elapsed>=60:%d\n", order[0], order[1], order[2], now_ms() - start >= 60);
 		loop_free(l);
+	} else if (!strcmp(cmd, "proc-run")) {      /* MS ARGV...: proc_run, another thread reaping */
+		pthread_t t;
+		pthread_create(&t, NULL, reaper, NULL);
+		long long ms = atoll(argv[2]);
+		struct proc_req r = {.argv = argv + 3};
+		int st = 0, rc = proc_run(&r, ms ? now_ms() + ms : 0, &st);
+		atomic_store(&reaper_stop, true);
+		pthread_join(t, NULL);
+		char how[32];
+		if (rc && rc != -ETIMEDOUT)
+			return printf("error: %s\n", strerror(-rc)), 1;
+		printf("%s%s reaped-elsewhere=%d\n", rc ? "timed out, " : "", proc_status_str(st, how, sizeof how),
+		       atomic_load(&reaped));
 	} else if (!strcmp(cmd, "duration")) {
 		long long ms;
 		if (parse_duration_ms(argv[2], &ms))
