@@ -43,12 +43,11 @@ static int open_snapdir(struct snap *s, const struct ro_args *a, char *err)
 
 int cmd_inspect(int argc, char **argv)
 {
-	static const char usage[] = "usage: inspect [--json] [--layer UUID=FILE ...] SNAPDIR";
 	struct ro_args a;
 	char err[ERRBUF];
 	int i = ro_parse(argc, argv, true, &a);
 	if (i < 0 || argc - i != 1)
-		return usage_error(usage);
+		return usage_cmd("inspect");
 	bool json = a.json;
 	const char *dir = a.dir = argv[i];
 	struct snap s;
@@ -116,7 +115,7 @@ int cmd_verify(int argc, char **argv)
 	struct ro_args a;
 	int i = ro_parse(argc, argv, false, &a);
 	if (i < 0 || argc - i != 1)
-		return usage_error("usage: verify [--layer UUID=FILE ...] SNAPDIR");
+		return usage_cmd("verify");
 	a.dir = argv[i];
 	struct snap s;
 	if (open_snapdir(&s, &a, err))
@@ -156,7 +155,7 @@ int cmd_cat(int argc, char **argv)
 	struct ro_args a;
 	int i = ro_parse(argc, argv, false, &a);
 	if (i < 0 || argc - i != 2)
-		return usage_error("usage: cat [--layer UUID=FILE ...] SNAPDIR OUTFILE");
+		return usage_cmd("cat");
 	a.dir = argv[i];
 	const char *out = argv[i + 1];
 	struct snap s;

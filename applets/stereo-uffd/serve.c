@@ -701,12 +701,6 @@ static void populate_layers(const struct snap *s, int lfd)
 	}
 }
 
-static const char serve_usage[] =
-	"usage: serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR] "
-	"[--clones N] [--threads N] [--prefetch none|all|trace:FILE] [--fault-around 64K] "
-	"[--record-trace FILE] [--stats FILE] [--accept-timeout 60s] [--ready-fd N] "
-	"[--socket-mode 600] [--socket-group GID]";
-
 static void server_free(struct server *S)
 {
 	for (size_t i = 0; i < S->nhs; i++)
@@ -812,11 +806,11 @@ int cmd_serve(int argc, char **argv)
 				return usage_error("--socket-group: bad gid '%s'", optarg);
 			break;
 		default:
-			return usage_error("%s", serve_usage);
+			return usage_cmd("serve");
 		}
 	}
 	if (optind != argc || !o.socket || (!o.header && !o.dir))
-		return usage_error("%s", serve_usage);
+		return usage_cmd("serve");
 	if (strcmp(o.prefetch, "none") && strcmp(o.prefetch, "all") && strncmp(o.prefetch, "trace:", 6))
 		return usage_error("--prefetch must be none, all or trace:FILE");
 	/* registered before anything can fail: every exit through die() kills our Firecrackers */
