@@ -136,3 +136,13 @@ usage_from_help() {
 	done
 	usage_from_help stereo-uffd serve --no-such-option
 }
+
+@test "a subcommand's usage error is its text in --help: stereo-host commands" {
+	export STEREO_HOST_ADDR=tcp://127.0.0.1:1   # usage errors send nothing; never vsock here
+	usage_from_help stereo-host secret
+	usage_from_help stereo-host ssh-key add one
+	usage_from_help stereo-host mount tag-only
+	usage_from_help stereo-host set-config
+	usage_from_help stereo-host restored extra
+	usage_from_help stereo-host ping extra
+}
