@@ -1099,8 +1099,11 @@ int stereo_host_main(int argc, char **argv)
 	if (rc)
 		return rc;
 	int nargs = cargc - optind;
-	if (nargs < cmd->min_args || nargs > cmd->max_args)
-		return usage_cmd(cmd->name);
+	if (nargs < cmd->min_args || nargs > cmd->max_args) {
+		char full[64];
+		snprintf(full, sizeof full, "%s%s%s", cmd->name, cmd->sub ? " " : "", cmd->sub ? cmd->sub : "");
+		return usage_cmd(full);
+	}
 	if (cmd->run == cmd_mount && !o.fs_type)
 		return usage_error("mount needs --type virtiofs|9p");
 	if (o.from_file && o.from_env)
