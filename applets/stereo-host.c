@@ -860,25 +860,22 @@ static const struct cmd {
 	const char *name, *sub;
 	int (*run)(int argc, char **argv);
 	const char *opts;
-	int min_args, max_args;
-	const char *args;
+	int min_args, max_args;   /* the usage is the command's line of the help text */
 } cmds[] = {
-	{"ping", NULL, cmd_ping, "", 0, 0, ""},
-	{"health", NULL, cmd_health, "", 0, 0, "[--json]"},
-	{"wait-ready", NULL, cmd_wait_ready, "i", 0, 0, "[--interval 500ms] [--timeout 60s]"},
-	{"set-config", NULL, cmd_set_config, "", 1, 1, "FILE|-"},
-	{"secret", "set", cmd_secret_set, "mfe", 1, 1, "NAME [--mode 0600] [--from-file F | --from-env VAR]"},
-	{"ssh-key", "add", cmd_ssh_key_add, "", 2, 2, "USER KEYFILE|-"},
-	{"mount", NULL, cmd_mount, "tr", 2, 2, "TAG GUEST_PATH --type virtiofs|9p [--ro]"},
-	{"shutdown", NULL, cmd_shutdown, "", 0, 64, "[REASON]"},
-	{"events", NULL, cmd_events, "c", 0, 0, "[--count N]"},
-	{"hello", NULL, cmd_hello, "", 0, 0, ""},
-	{"snapshot-prepare", NULL, cmd_snapshot_prepare, "FDW", 0, 0,
-	 "[--freeze PATH]... [--drop-caches] [--thaw-after DUR]"},
-	{"snapshot-abort", NULL, cmd_snapshot_abort, "", 0, 0, ""},
-	{"restored", NULL, cmd_restored, "gHMN", 0, 0,
-	 "[--generation N] [--hostname H] [--machine-id ID] [--network FILE|-]"},
-	{"metrics", NULL, cmd_metrics, "", 0, 0, "[--json]"},
+	{"ping", NULL, cmd_ping, "", 0, 0},
+	{"health", NULL, cmd_health, "", 0, 0},
+	{"wait-ready", NULL, cmd_wait_ready, "i", 0, 0},
+	{"set-config", NULL, cmd_set_config, "", 1, 1},
+	{"secret", "set", cmd_secret_set, "mfe", 1, 1},
+	{"ssh-key", "add", cmd_ssh_key_add, "", 2, 2},
+	{"mount", NULL, cmd_mount, "tr", 2, 2},
+	{"shutdown", NULL, cmd_shutdown, "", 0, 64},
+	{"events", NULL, cmd_events, "c", 0, 0},
+	{"hello", NULL, cmd_hello, "", 0, 0},
+	{"snapshot-prepare", NULL, cmd_snapshot_prepare, "FDW", 0, 0},
+	{"snapshot-abort", NULL, cmd_snapshot_abort, "", 0, 0},
+	{"restored", NULL, cmd_restored, "gHMN", 0, 0},
+	{"metrics", NULL, cmd_metrics, "", 0, 0},
 };
 
 static const struct option global_opts[] = {
@@ -1056,7 +1053,7 @@ int stereo_host_main(int argc, char **argv)
 	if (!cmd) {
 		for (size_t i = 0; i < ARRAY_SIZE(cmds); i++)
 			if (!strcmp(cmds[i].name, name))
-				return usage_error("usage: %s %s %s", name, cmds[i].sub, cmds[i].args);
+				return usage_cmd(name);
 		return usage_error("unknown command '%s'", name);
 	}
 	/* the command's own argv: argv[0] is its name, options may follow the arguments */
@@ -1067,9 +1064,11 @@ int stereo_host_main(int argc, char **argv)
 	if (rc)
 		return rc;
 	int nargs = cargc - optind;
-	if (nargs < cmd->min_args || nargs > cmd->max_args)
-		return usage_error("usage: %s%s%s %s", cmd->name, cmd->sub ? " " : "",
-				   cmd->sub ? cmd->sub : "", cmd->args);
+	if (nargs < cmd->min_args || nargs > cmd->max_args) {
+		char full[64];
+		snprintf(full, sizeof full, "%s%s%s", cmd->name, cmd->sub ? " " : "", cmd->sub ? cmd->sub : "");
+		return usage_cmd(full);
+	}
 	if (cmd->run == cmd_mount && !o.fs_type)
 		return usage_error("mount needs --type virtiofs|9p");
 	if (o.from_file && o.from_env)

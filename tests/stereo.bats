@@ -116,8 +116,9 @@ usage_from_help() {
 	shift
 	run --separate-stderr "$STEREO_BIN" "$applet" "$@"
 	assert_equal "$status" 2
-	local first=${stderr%%$'\n'*}
-	[[ "$first" == "$applet: usage: $applet $1"* ]] || fail "$applet $1: '$first'"
+	local first
+	first=$(grep -m1 -F "$applet: usage: " <<<"$stderr") || true   # getopt may speak first
+	[[ "$first" == "$applet: usage: $applet $1"* ]] || fail "$applet $1: '$stderr'"
 	local u=${first#"$applet: usage: $applet "}
 	"$STEREO_BIN" "$applet" --help | tr -s ' \n' '  ' | grep -qF -- "$u" ||
 		fail "$applet $1: '$u' is not in the help"
@@ -127,4 +128,21 @@ usage_from_help() {
 	usage_from_help stereo-secret set
 	usage_from_help stereo-secret rm
 	usage_from_help stereo-secret list extra
+}
+
+@test "a subcommand's usage error is its text in --help: every stereo-uffd command" {
+	for c in serve pack layer merge inspect verify cat; do
+		usage_from_help stereo-uffd "$c"
+	done
+	usage_from_help stereo-uffd serve --no-such-option
+}
+
+@test "a subcommand's usage error is its text in --help: stereo-host commands" {
+	export STEREO_HOST_ADDR=tcp://127.0.0.1:1   # usage errors send nothing; never vsock here
+	usage_from_help stereo-host secret
+	usage_from_help stereo-host ssh-key add one
+	usage_from_help stereo-host mount tag-only
+	usage_from_help stereo-host set-config
+	usage_from_help stereo-host restored extra
+	usage_from_help stereo-host ping extra
 }

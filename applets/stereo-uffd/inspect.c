@@ -44,12 +44,11 @@ static int open_snapdir(struct snap *s, const struct ro_args *a, char *err)
 
 int cmd_inspect(int argc, char **argv)
 {
-	static const char usage[] = "usage: inspect [--json] [--layer UUID=FILE ...] " SNAP_REMOTE_USAGE " SNAPDIR";
 	struct ro_args a;
 	char err[ERRBUF];
 	int i = ro_parse(argc, argv, true, &a);
 	if (i < 0 || argc - i != 1)
-		return usage_error(usage);
+		return usage_cmd("inspect");
 	bool json = a.json;
 	a.dir = argv[i];
 	char *shown = snap_shown(a.dir);   /* a URL's query string may be a signature */
@@ -120,7 +119,7 @@ int cmd_verify(int argc, char **argv)
 	struct ro_args a;
 	int i = ro_parse(argc, argv, false, &a);
 	if (i < 0 || argc - i != 1)
-		return usage_error("usage: verify [--layer UUID=FILE ...] " SNAP_REMOTE_USAGE " SNAPDIR");
+		return usage_cmd("verify");
 	a.dir = argv[i];
 	struct snap s;
 	if (open_snapdir(&s, &a, err))
@@ -135,7 +134,7 @@ int cmd_verify(int argc, char **argv)
 
 static int cat_to(int fd, const struct snap *s, bool sparse, char *err)
 {
-	static const uint8_t zeros[65536];
+	static uint8_t zeros[65536];   /* .bss: a const one would take 64 KiB of the file */
 	/* remote layers: every chunk a mapping needs, downloaded first (all queued at once) */
 	for (size_t i = 0; i < s->h.n; i++)
 		if (s->src[i] >= 0)
@@ -169,7 +168,7 @@ int cmd_cat(int argc, char **argv)
 	struct ro_args a;
 	int i = ro_parse(argc, argv, false, &a);
 	if (i < 0 || argc - i != 2)
-		return usage_error("usage: cat [--layer UUID=FILE ...] " SNAP_REMOTE_USAGE " SNAPDIR OUTFILE");
+		return usage_cmd("cat");
 	a.dir = argv[i];
 	const char *out = argv[i + 1];
 	struct snap s;

@@ -139,7 +139,7 @@ int cmd_layer(int argc, char **argv)
 {
 	char err[ERRBUF];
 	if (argc != 4)
-		return usage_error("usage: layer PARENT_DIR DIFF_MEMFILE OUTDIR");
+		return usage_cmd("layer");
 	const char *pdir = argv[1], *diff = argv[2], *outdir = argv[3];
 	struct snap parent;
 	if (snap_open(&parent, NULL, pdir, NULL, 0, err))

@@ -8,7 +8,7 @@ int cmd_merge(int argc, char **argv)
 {
 	char err[ERRBUF];
 	if (argc != 3)
-		return usage_error("usage: merge SNAPDIR OUTDIR");
+		return usage_cmd("merge");
 	const char *dir = argv[1], *outdir = argv[2];
 	struct snap s;
 	if (snap_open(&s, NULL, dir, NULL, 0, err))

@@ -219,7 +219,7 @@ int cmd_pack(int argc, char **argv)
 		return usage_error("pack: bad option");
 	}
 	if (argc - optind != 2)
-		return usage_error("usage: pack [--block-size 4K|2M] MEMFILE OUTDIR");
+		return usage_cmd("pack");
 	const char *mem = argv[optind], *outdir = argv[optind + 1];
 	int fd = open(mem, O_RDONLY | O_CLOEXEC);
 	struct stat st;

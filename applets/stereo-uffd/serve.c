@@ -756,12 +756,6 @@ static void populate_layers(struct snap *s, int lfd, bool prefetch_all)
 	}
 }
 
-static const char serve_usage[] =
-	"usage: serve --socket PATH --header FILE [--layer UUID=FILE ...|--dir SNAPDIR] "
-	"[--clones N] [--threads N] [--prefetch none|all|trace:FILE] [--fault-around 64K] "
-	"[--record-trace FILE] [--stats FILE] [--accept-timeout 60s] [--ready-fd N] "
-	"[--socket-mode 600] [--socket-group GID] " SNAP_REMOTE_USAGE;
-
 static void server_free(struct server *S)
 {
 	for (size_t i = 0; i < S->nhs; i++)
@@ -870,12 +864,12 @@ int cmd_serve(int argc, char **argv)
 		default: {
 			int r = snap_remote_opt(c, optarg);
 			if (r)
-				return r > 0 ? r : usage_error("%s", serve_usage);
+				return r > 0 ? r : usage_cmd("serve");
 		}
 		}
 	}
 	if (optind != argc || !o.socket || (!o.header && !o.dir))
-		return usage_error("%s", serve_usage);
+		return usage_cmd("serve");
 	if (strcmp(o.prefetch, "none") && strcmp(o.prefetch, "all") && strncmp(o.prefetch, "trace:", 6))
 		return usage_error("--prefetch must be none, all or trace:FILE");
 	/* registered before anything can fail: every exit through die() kills our Firecrackers */

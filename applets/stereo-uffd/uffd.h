@@ -88,8 +88,6 @@ static inline bool snap_is_url(const char *s)
 	{"fetch-concurrency", required_argument, NULL, 1004},     \
 	{"fetch-timeout", required_argument, NULL, 1005},         \
 	{"cacert", required_argument, NULL, 1006}
-#define SNAP_REMOTE_USAGE "[--cache DIR] [--chunk 4M] [--cache-max SIZE] " \
-	"[--fetch-concurrency 8] [--fetch-timeout 30s] [--cacert FILE]"
 /* 0: handled; -1: not one of them; else a usage error's exit code (already printed) */
 int snap_remote_opt(int code, const char *arg);
 /* Fetch the bytes [off, off+len) of layer L and wait for them (cat): 0 or -1 + err;
