@@ -5,7 +5,7 @@
  * HTTP call to stereod's unix socket mapped onto the exit codes. The code is in cli.c, linked
  * into the binary like every .c in applets/ that declares no applet.
  *
- * Spec: design.md (exit codes, --json); protocol.md §6 (the IPC API) */
+ * Spec: README.md "Conventions" (exit codes, --json); docs/ipc-api.md */
 #ifndef STEREO_APPLETS_CLI_H
 #define STEREO_APPLETS_CLI_H
 #include "common/stereo.h"

@@ -2,7 +2,7 @@
  * the guest is up (0 ready/healthy, 1 booting/degraded/shutdown, 3 stereod unreachable), so
  * it can be used directly in scripts and container-style health checks.
  *
- * Spec: shared/spec/protocol.md §4 (lifecycle) and §6 (IPC API); design.md (exit codes)
+ * Spec: docs/protocol.md (lifecycle), docs/ipc-api.md; exit codes in README.md "Conventions"
  */
 /*
 APPLET(stereo-health)

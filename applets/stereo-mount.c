@@ -1,7 +1,7 @@
 /* stereo-mount.c - ask stereod to mount a shared directory (virtiofs or 9p), or list what it
  * has mounted, over stereod's unix-socket HTTP API.
  *
- * Spec: shared/spec/protocol.md §5 (mounts) and §6 (IPC API); design.md (exit codes)
+ * Spec: docs/ipc-api.md (mounts); exit codes in README.md "Conventions"
  */
 /*
 APPLET(stereo-mount)

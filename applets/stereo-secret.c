@@ -2,7 +2,7 @@
  * over stereod's unix-socket HTTP API. Values come from stdin, a file or a variable, never
  * from argv, and are wiped from memory once sent.
  *
- * Spec: shared/spec/protocol.md §5 (secrets) and §6 (IPC API); design.md (exit codes)
+ * Spec: docs/ipc-api.md (secrets); exit codes in README.md "Conventions"
  */
 /*
 APPLET(stereo-secret)

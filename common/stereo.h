@@ -1,6 +1,6 @@
 /* stereo.h - the one header every applet includes: the shared core's interfaces.
  *
- * Conventions (design.md): exit codes 0 ok, 1 failed/refused, 2 usage, 3 cannot connect or
+ * Conventions (README.md "Conventions"): exit codes 0 ok, 1 failed/refused, 2 usage, 3 cannot connect or
  * timed out; messages "APPLET: what failed: why" on stderr; functions that can fail return
  * -errno (or -1 with a message in a caller's error buffer) and never exit, except the x*
  * helpers, which are for CLIs and start-up code only.

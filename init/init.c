@@ -2,7 +2,7 @@
  * together (early mounts, modules, network, supervision, ordered stop). See init.h for which
  * file owns what, and docs/init.md for the formats.
  *
- * Spec: shared/spec/design.md (init row), issue 6
+ * Spec: docs/init.md
  */
 /*
 APPLET(init)

@@ -3,7 +3,7 @@
 # the uncompressed vmlinux (QEMU boots it directly through its PVH note), the kernel config,
 # and the .ko files of the virtio / 9p / vsock drivers that are modules in that kernel, in load
 # order. Nothing is installed: the package is fetched with `apt-get download` and unpacked
-# with `dpkg-deb --fsys-tarfile`. See docs/rootfs.md and shared/spec/toolchain.md.
+# with `dpkg-deb --fsys-tarfile`. See docs/rootfs.md.
 #
 # Output (KDIR, default build/kernel):
 #   KDIR/vmlinux        the kernel QEMU boots (-kernel)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # run-bench.sh - `make bench`: run every tests/bench/*.sh; each prints its floor, ours and
-# the ratio (shared/spec/performance.md). Nothing here asserts: the figures are the output.
+# the ratio (docs/performance.md). Nothing here asserts: the figures are the output.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"

@@ -4,7 +4,7 @@
  * agentd being unreachable before it ever answered is normal during boot: logged once.
  * The poller's state is its own (struct agentd); it reports what it sees to the lifecycle
  * through the event callback it was given, and never calls into the servers.
- * Spec: shared/spec/protocol.md §4, §7
+ * Spec: docs/protocol.md (lifecycle), docs/stereod.md (agentd)
  */
 #include "stereod.h"
 

@@ -10,7 +10,7 @@
  *            STEREO_INIT=1), else systemd when /run/systemd/system exists, else none
  *   none     log only
  * The daemon keeps serving afterwards (get_health answers "shutdown") until it is stopped.
- * Spec: shared/spec/protocol.md §5 (Shutdown)
+ * Spec: docs/protocol.md (shutdown), docs/stereod.md
  */
 #include "stereod.h"
 #include <signal.h>

@@ -7,7 +7,7 @@
  * NDJSON and HTTP front ends share one implementation. Nothing here knows about connections:
  * stereod learns about a restore through the restored callback.
  *
- * Spec: issue 7; shared/spec/protocol.md §3-§4 (ack shape, lifecycle pushes).
+ * Spec: docs/snapshot.md; docs/protocol.md (ack shape, lifecycle pushes).
  */
 #ifndef STEREOD_SNAPSHOT_H
 #define STEREOD_SNAPSHOT_H

@@ -5,7 +5,7 @@
  * the daemon: close stale connections and push lifecycle {state, message:"restored"}.
  * The work itself is in snapshot.c, restore.c and metrics.c; it runs on the jobs worker and
  * the replies are deferred until it is done.
- * Spec: issue 7; shared/spec/protocol.md §3, §4, §6
+ * Spec: docs/protocol.md (snapshot messages), docs/ipc-api.md, docs/snapshot.md
  */
 #include "stereod.h"
 #include "snapshot.h"

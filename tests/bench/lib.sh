@@ -21,7 +21,7 @@ median() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
 # verdict RATIOS... : a warning when ours beat the floor in the median: then it is no floor
-# for that load (performance.md "How to measure") and the ratio must not be claimed.
+# for that load (docs/performance.md) and the ratio must not be claimed.
 verdict() {
 	awk -v m="$(median "$@")" 'BEGIN { if (m > 1) printf "  (ours beat the floor: not a floor for this load)" }'
 }

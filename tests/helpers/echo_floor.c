@@ -1,4 +1,4 @@
-/* echo_floor.c - the benchmark floor for stereod (performance.md): the smallest NDJSON-ish
+/* echo_floor.c - the benchmark floor for stereod (docs/performance.md): the smallest NDJSON-ish
  * server, one epoll loop over TCP with TCP_NODELAY that writes back every byte it reads.
  *   echo_floor [--listen HOST:PORT] [--ready-fd N]
  * The ready fd gets "HOST:PORT\n" like stereod's.
