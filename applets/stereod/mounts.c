@@ -18,21 +18,16 @@ static const char *const protected_dirs[] = {
 	"/nix", "/etc", "/bin", "/boot", "/dev", "/proc", "/sys", "/run",
 };
 
+/* Decoded as upstream's Go struct: case-insensitive keys, a missing field is empty. */
 int mount_decode(const struct json *j, int obj, struct mount_req *r, char *err)
 {
-	static const char *const fields[] = {"tag", "guest_path", "fs_type"};
-	struct buf *out[] = {&r->tag, &r->guest_path, &r->fs_type};
-	for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
-		int t = json_get(j, obj, fields[i]);
-		if (t < 0)
-			return errf(err, "payload.%s is missing", fields[i]);
-		if (json_str(j, t, out[i], JSON_STR_ANY, err))
-			return errf(err, "payload.%s: expected a string", fields[i]);
-	}
-	int ro = json_get(j, obj, "read_only");
 	r->read_only = false;
-	if (ro >= 0 && json_kind(j, ro) != JSON_NULL && json_bool(j, ro, &r->read_only))
-		return errf(err, "payload.read_only: expected a boolean");
+	if (json_go_object(j, obj, "stereosd.MountPayload", err) ||
+	    json_go_str(j, obj, "MountPayload", "tag", &r->tag, err) ||
+	    json_go_str(j, obj, "MountPayload", "guest_path", &r->guest_path, err) ||
+	    json_go_str(j, obj, "MountPayload", "fs_type", &r->fs_type, err) ||
+	    json_go_bool(j, obj, "MountPayload", "read_only", &r->read_only, err))
+		return -1;
 	return 0;
 }
 
@@ -67,30 +62,58 @@ static int check_no_symlink(struct stereod *d, const char *target, const char *c
 	return 0;
 }
 
+/* err = fmt with s as Go's %q */
+static int goerrf(char *err, const char *fmt, const char *s, size_t len)
+{
+	struct buf q = {0};
+	go_quote(&q, s, len);
+	errf(err, fmt, buf_cstr(&q));
+	buf_free(&q);
+	return -1;
+}
+
 /* Every check that needs no system call (the fuzzer runs these): 0, or -1 with err.
  * clean (PATH_MAX bytes) receives the cleaned guest_path. */
 static int mount_check(const struct stereod *d, const struct mount_req *r, char *clean, char *err)
 {
+	/* upstream's refusals first, in its words (Go %q), then ours */
 	const char *fs = buf_cstr((struct buf *)&r->fs_type);
+	const char *gp = r->guest_path.p ? r->guest_path.p : "";
+	if (!r->tag.len)
+		return errf(err, "mount tag cannot be empty");
+	if (!r->guest_path.len)
+		return errf(err, "mount guest_path cannot be empty");
+	if (!r->fs_type.len)
+		return errf(err, "mount fs_type cannot be empty");
 	if (strlen(fs) != r->fs_type.len || (strcmp(fs, "9p") && strcmp(fs, "virtiofs")))
-		return errf(err, "unsupported fs_type '%.64s' (virtiofs or 9p)", fs);
+		return goerrf(err, "unsupported filesystem type: %s (must be virtiofs or 9p)", fs,
+			      r->fs_type.len);
+	if (gp[0] != '/')
+		return goerrf(err, "guest_path must be absolute: %s", gp, r->guest_path.len);
+	char perr[ERRBUF];
+	if (path_clean(gp, r->guest_path.len, clean, PATH_MAX, perr))
+		return errf(err, "invalid guest_path: %s", perr);
+	for (size_t i = 0; i < ARRAY_SIZE(protected_dirs); i++)
+		if (!strcmp(clean, "/") || path_within(clean, protected_dirs[i]))
+			return goerrf(err, "cannot mount over system directory: %s", clean, strlen(clean));
 	if (check_tag(&r->tag, err))
 		return -1;
-	char perr[ERRBUF];
-	if (path_clean(r->guest_path.p ? r->guest_path.p : "", r->guest_path.len, clean, PATH_MAX, perr))
-		return errf(err, "invalid guest_path: %s", perr);
-	if (!strcmp(clean, "/"))
-		return errf(err, "guest_path / is a protected system directory");
-	for (size_t i = 0; i < ARRAY_SIZE(protected_dirs); i++)
-		if (path_within(clean, protected_dirs[i]))
-			return errf(err, "guest_path %s is under the protected system directory %s", clean,
-				    protected_dirs[i]);
 	for (size_t i = 0; i < d->nmounts; i++)
 		if (!strcmp(d->mounts[i].guest_path, clean))
 			return errf(err, "%s is already mounted", clean);
 	if (d->nmounts == MOUNTS_MAX)
 		return errf(err, "too many mounts (max %d)", MOUNTS_MAX);
 	return 0;
+}
+
+/* --mount-helper CMD runs as sh -c 'CMD "$@"' with args as $1... */
+static int run_helper(struct stereod *d, const char *const *args, char *err)
+{
+	struct buf cmd = {0};
+	buf_printf(&cmd, "%s \"$@\"", d->mount_helper);
+	int rc = run_sh(buf_cstr(&cmd), args, 10000, err);
+	buf_free(&cmd);
+	return rc;
 }
 
 int mounts_add(struct stereod *d, const struct mount_req *r, char *err)
@@ -119,9 +142,10 @@ int mounts_add(struct stereod *d, const struct mount_req *r, char *err)
 				 strerror(errno));
 	}
 	if (d->mount_helper) {
+		/* the helper gets TYPE TAG PATH ro|rw as $1..$4 */
 		const char *args[] = {fs, tag, target, r->read_only ? "ro" : "rw", NULL};
 		char herr[ERRBUF];
-		int st = run_sh(d->mount_helper, args, 10000, herr);
+		int st = run_helper(d, args, herr);
 		if (st) {
 			errf(err, "mounting %s on %s: %s", tag, clean,
 			     st < 0 ? herr : "the mount helper failed");
@@ -169,7 +193,7 @@ void mounts_unmount_all(struct stereod *d)
 		int rc = 0;
 		if (d->mount_helper) {
 			const char *args[] = {"umount", m->target, NULL};
-			rc = run_sh(d->mount_helper, args, 10000, err);
+			rc = run_helper(d, args, err);
 			if (rc > 0)
 				errf(err, "the mount helper exited %d", rc);
 		} else if (umount2(m->target, 0)) {

@@ -35,6 +35,8 @@ struct stereod {
 	/* running state */
 	int64_t started_ms;
 	enum lc_state state;
+	bool ever_healthy;           /* reached healthy once (upstream then stays healthy) */
+	char degraded_reason[256];   /* the message of the last move to degraded */
 	struct buf agents_json;      /* the agents array from the last good poll, "" when none */
 	size_t nagents;
 	bool agentd_seen, agentd_down_logged;
@@ -63,7 +65,8 @@ int run_sh(const char *cmd, const char *const *args, int timeout_ms, char *err);
 /* lifecycle.c */
 const char *lc_state_name(enum lc_state s);
 void lc_event(struct stereod *d, enum lc_event ev, const char *message);
-void lc_health_payload(struct stereod *d, struct jw *w);  /* writes the health object */
+/* Writes the health object; upstream_view: the state an old (no-hello) client is shown. */
+void lc_health_payload(struct stereod *d, struct jw *w, bool upstream_view);
 
 /* ndjson_api.c: the control-plane server (vsock or TCP).
  * A request being answered: handlers (one line each in the dispatch table of ndjson_api.c)
@@ -73,7 +76,8 @@ struct req {
 	struct stereod *d;
 	struct nconn *conn;
 	const struct json *j;
-	int payload;               /* the payload object's token, -1 when absent */
+	int payload;               /* the payload object's token, -1 when absent or not an object */
+	int payload_tok;           /* the payload's token whatever its kind, -1 when absent */
 	const char *type;          /* the request's type (borrowed), type_len bytes */
 	size_t type_len;
 	const char *id;            /* the raw JSON of "id", NULL when absent */
@@ -81,6 +85,7 @@ struct req {
 	struct buf *out;           /* the connection's output buffer */
 };
 void reply_ack(struct req *r, bool ok, const char *error);
+void reply_ack_n(struct req *r, bool ok, const char *error, size_t len);   /* error may hold NULs */
 /* reply_begin writes {"type":TYPE[,"id":ID]; add "payload" with jw_key, then reply_end. */
 void reply_begin(struct req *r, struct jw *w, const char *type);
 void reply_end(struct req *r, struct jw *w);
@@ -123,6 +128,8 @@ void mount_req_free(struct mount_req *r);
 int secrets_setup(struct stereod *d, char *err);
 void secrets_teardown(struct stereod *d);
 int secrets_inject(struct stereod *d, const struct secret_req *r, char *err);
+/* The name rules with upstream's error texts (which may pass ERRBUF and hold a NUL). */
+int secret_name_check(const struct stereod *d, const char *name, size_t len, struct buf *why);
 int secrets_list(struct stereod *d, struct jw *w, char *err);   /* writes a JSON array */
 int secrets_remove(struct stereod *d, const char *name, size_t len, char *err);
 
