@@ -249,9 +249,16 @@ struct http_conn {
 	int fd;
 	struct buf in, out;
 	bool replied, close_after, closing;
+	bool eof;                     /* the client half-closed: answer what is buffered, then close */
+	bool dispatching;
+	struct http_defer *waiting;   /* a deferred reply not sent yet: later requests wait */
 	int64_t last;
 	int uid;
 	struct http_conn *next;
+};
+
+struct http_defer {
+	struct http_conn *c;   /* NULL once the connection is gone */
 };
 
 struct http_server {
@@ -275,6 +282,8 @@ static void conn_close(struct http_conn *c)
 			break;
 		}
 	s->nconns--;
+	if (c->waiting)
+		c->waiting->c = NULL;   /* its reply, when it comes, is dropped */
 	buf_wipe(&c->in);   /* bodies may hold secrets */
 	buf_free(&c->out);
 	free(c);
@@ -296,15 +305,20 @@ void http_reply_json(struct http_conn *c, int status, const struct buf *json)
 	http_reply(c, status, json->p ? json->p : "", json->len);
 }
 
-void http_reply_error(struct http_conn *c, int status, const char *msg)
+static void error_body(struct buf *b, const char *msg)
 {
-	struct buf b = {0};
 	struct jw w;
-	jw_init(&w, &b);
+	jw_init(&w, b);
 	jw_obj(&w);
 	jw_kstr(&w, "error", msg);
 	jw_obj_end(&w);
-	buf_putc(&b, '\n');
+	buf_putc(b, '\n');
+}
+
+void http_reply_error(struct http_conn *c, int status, const char *msg)
+{
+	struct buf b = {0};
+	error_body(&b, msg);
 	http_reply_json(c, status, &b);
 	buf_free(&b);
 }
@@ -323,56 +337,110 @@ static void conn_flush(struct http_conn *c)
 		}
 		buf_consume(&c->out, n);
 	}
-	if (!c->out.len && c->close_after) {
+	if (!c->out.len && (c->close_after || c->eof) && !c->waiting) {
 		conn_close(c);
 		return;
 	}
-	loop_mod(c->srv->l, c->fd, EPOLLIN | EPOLLRDHUP | (c->out.len ? EPOLLOUT : 0));
+	bool reading = !c->waiting && !c->close_after && !c->eof &&
+		       c->in.len <= HTTP_MAX_HEAD + HTTP_MAX_BODY + 1;
+	loop_mod(c->srv->l, c->fd, (reading ? EPOLLIN | EPOLLRDHUP : 0) | (c->out.len ? EPOLLOUT : 0));
 }
 
-/* Serve every complete request in the buffer, in order. */
+struct http_defer *http_defer(struct http_conn *c)
+{
+	struct http_defer *d = calloc(1, sizeof *d);
+	if (!d)
+		return NULL;
+	d->c = c;
+	c->waiting = d;
+	c->replied = true;
+	return d;
+}
+
+static void conn_process(struct http_conn *c);
+
+void http_defer_reply(struct http_defer *d, int status, const char *body, size_t len)
+{
+	struct http_conn *c = d->c;
+	free(d);
+	if (!c)
+		return;
+	c->waiting = NULL;
+	c->replied = false;
+	http_reply(c, status, body, len);
+	if (c->dispatching)
+		return;
+	conn_process(c);
+	conn_flush(c);
+}
+
+void http_defer_json(struct http_defer *d, int status, const struct buf *json)
+{
+	http_defer_reply(d, status, json->p ? json->p : "", json->len);
+}
+
+void http_defer_error(struct http_defer *d, int status, const char *msg)
+{
+	struct buf b = {0};
+	error_body(&b, msg);
+	http_defer_json(d, status, &b);
+	buf_free(&b);
+}
+
+/* Serve the first complete request in the buffer: false when there is none (or no more
+ * may be served on this connection). */
+static bool serve_one(struct http_conn *c)
+{
+	struct http_msg m;
+	int r = http_parse_request(c->in.p, c->in.len, &m);
+	if (r == HTTP_PARTIAL)
+		return false;
+	c->replied = false;
+	if (r == HTTP_BAD || r == HTTP_TOO_LARGE) {
+		c->close_after = true;
+		http_reply_error(c, r == HTTP_BAD ? 400 : 431,
+				 r == HTTP_BAD ? "malformed HTTP request" : "request head too large");
+		return false;
+	}
+	if (m.chunked) {
+		c->close_after = true;
+		http_reply_error(c, 411, "chunked request bodies are not supported; send Content-Length");
+		return false;
+	}
+	size_t cl = m.content_length < 0 ? 0 : (size_t)m.content_length;
+	if (m.content_length > HTTP_MAX_BODY) {
+		c->close_after = true;
+		http_reply_error(c, 413, "request body too large (max 1048576 bytes)");
+		return false;
+	}
+	if (c->in.len < (size_t)r + cl)
+		return false;
+	if (!m.keep_alive)
+		c->close_after = true;
+	c->srv->h(c, &m, c->in.p + r, cl, c->srv->ctx);
+	if (!c->replied)
+		http_reply_error(c, 500, "no reply");
+	explicit_bzero(c->in.p, r + cl);
+	buf_consume(&c->in, r + cl);
+	return true;
+}
+
+/* Serve every complete request in the buffer, in order, until one is deferred. Requests that
+ * arrived with the client's half-close are still served: EOF only ends the connection once
+ * they are answered. */
 static void conn_process(struct http_conn *c)
 {
-	while (c->in.len && !c->close_after) {
-		struct http_msg m;
-		int r = http_parse_request(c->in.p, c->in.len, &m);
-		if (r == HTTP_PARTIAL)
-			return;
-		c->replied = false;
-		if (r == HTTP_BAD || r == HTTP_TOO_LARGE) {
-			c->close_after = true;
-			http_reply_error(c, r == HTTP_BAD ? 400 : 431,
-					 r == HTTP_BAD ? "malformed HTTP request" : "request head too large");
-			return;
-		}
-		if (m.chunked) {
-			c->close_after = true;
-			http_reply_error(c, 411, "chunked request bodies are not supported; send Content-Length");
-			return;
-		}
-		size_t cl = m.content_length < 0 ? 0 : (size_t)m.content_length;
-		if (m.content_length > HTTP_MAX_BODY) {
-			c->close_after = true;
-			http_reply_error(c, 413, "request body too large (max 1048576 bytes)");
-			return;
-		}
-		if (c->in.len < (size_t)r + cl)
-			return;
-		if (!m.keep_alive)
-			c->close_after = true;
-		c->srv->h(c, &m, c->in.p + r, cl, c->srv->ctx);
-		if (!c->replied)
-			http_reply_error(c, 500, "no reply");
-		explicit_bzero(c->in.p, r + cl);
-		buf_consume(&c->in, r + cl);
-	}
+	c->dispatching = true;
+	while (c->in.len && !c->close_after && !c->waiting && serve_one(c))
+		;
+	c->dispatching = false;
 }
 
 static void on_conn(struct loop *l, int fd, uint32_t ev, void *ctx)
 {
 	struct http_conn *c = ctx;
 	c->last = now_ms();
-	if (ev & EPOLLIN) {
+	if ((ev & EPOLLIN) && !c->eof && !c->close_after && !c->waiting) {
 		for (;;) {
 			if (c->in.len > HTTP_MAX_HEAD + HTTP_MAX_BODY + 1)
 				break;   /* the parser will answer 413/431 from what we have */
@@ -388,18 +456,14 @@ static void on_conn(struct loop *l, int fd, uint32_t ev, void *ctx)
 				return;
 			}
 			if (n == 0) {
-				if (!c->out.len) {
-					conn_close(c);
-					return;
-				}
-				c->close_after = true;
+				c->eof = true;
 				break;
 			}
 			c->in.len += n;
 			c->in.p[c->in.len] = 0;
 		}
 		conn_process(c);
-	} else if (ev & (EPOLLHUP | EPOLLERR)) {
+	} else if ((ev & (EPOLLHUP | EPOLLERR)) && !(ev & EPOLLIN)) {
 		conn_close(c);
 		return;
 	}

@@ -50,6 +50,17 @@ void http_server_free(struct http_server *s);
 void http_reply(struct http_conn *c, int status, const char *body, size_t len);
 void http_reply_json(struct http_conn *c, int status, const struct buf *json);
 void http_reply_error(struct http_conn *c, int status, const char *msg);
+/* Deferred replies: a handler that cannot answer at once calls http_defer(c) instead of
+ * replying and returns; the request's head and body are gone after that (copy what the work
+ * needs). The connection serves no further request (and reads no more) until the reply is
+ * given, on the loop thread, with exactly one http_defer_reply/_json/_error call, which
+ * frees d. If the connection was closed meanwhile, the call only frees d.
+ * http_defer returns NULL when out of memory: then reply at once. */
+struct http_defer;
+struct http_defer *http_defer(struct http_conn *c);
+void http_defer_reply(struct http_defer *d, int status, const char *body, size_t len);
+void http_defer_json(struct http_defer *d, int status, const struct buf *json);
+void http_defer_error(struct http_defer *d, int status, const char *msg);
 /* The peer's credentials (unix sockets), -1 when unknown. */
 int http_conn_peer_uid(struct http_conn *c);
 

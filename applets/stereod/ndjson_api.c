@@ -1,5 +1,6 @@
-/* ndjson_api.c - the control-plane server: connections, NDJSON framing, the message dispatch
- * table and the replies, and lifecycle pushes to subscribers.
+/* ndjson_api.c - NDJSON servers: connections, framing, budgets and deferred replies for any
+ * line protocol (struct ndjson_proto), and the control-plane protocol itself: its message
+ * dispatch table, replies and lifecycle pushes to subscribers.
  *
  * Each connection answers its complete lines in order as they are parsed, appends every reply
  * to one output buffer and flushes it once per readable event; EPOLLOUT is armed only while
@@ -34,6 +35,8 @@ struct nconn {
 	bool eof;                   /* the peer closed its side: flush, then close */
 	bool closing;               /* a fatal framing error: flush, then drain and close */
 	bool draining;
+	bool dispatching;           /* inside process(): a deferred reply must not re-enter it */
+	struct defer *waiting;      /* a deferred reply not sent yet: no line is answered until it is */
 	size_t counted;             /* our share of the server's buffered input */
 	uint64_t drain_timer;
 	struct nconn *prev, *next;
@@ -41,6 +44,8 @@ struct nconn {
 
 struct ndjson_server {
 	struct stereod *d;
+	const struct ndjson_proto *proto;
+	void *ctx;
 	struct loop *l;
 	int lfd;
 	struct nconn *conns;
@@ -68,6 +73,28 @@ void reply_end(struct req *r, struct jw *w)
 	buf_putc(r->out, '\n');
 }
 
+struct ack_ctx {
+	const char *reply_to;
+	size_t reply_to_len;
+	bool ok;
+	const char *error;          /* error_len bytes, NULs allowed (upstream's texts hold some) */
+	size_t error_len;
+};
+
+static void ack_payload(struct jw *w, void *ctx)
+{
+	struct ack_ctx *a = ctx;
+	jw_obj(w);
+	jw_key(w, "reply_to");
+	jw_strn(w, a->reply_to, a->reply_to_len);
+	jw_kbool(w, "ok", a->ok);
+	if (!a->ok) {
+		jw_key(w, "error");
+		jw_strn(w, a->error_len ? a->error : "failed", a->error_len ? a->error_len : 6);
+	}
+	jw_obj_end(w);
+}
+
 void reply_ack(struct req *r, bool ok, const char *error)
 {
 	reply_ack_n(r, ok, error, error ? strlen(error) : 0);
@@ -75,19 +102,96 @@ void reply_ack(struct req *r, bool ok, const char *error)
 
 void reply_ack_n(struct req *r, bool ok, const char *error, size_t len)
 {
+	struct ack_ctx a = {r->type, r->type_len, ok, error, len};
 	struct jw w;
 	reply_begin(r, &w, "ack");
 	jw_key(&w, "payload");
-	jw_obj(&w);
-	jw_key(&w, "reply_to");
-	jw_strn(&w, r->type, r->type_len);
-	jw_kbool(&w, "ok", ok);
-	if (!ok) {
-		jw_key(&w, "error");
-		jw_strn(&w, len ? error : "failed", len ? len : 6);
-	}
-	jw_obj_end(&w);
+	ack_payload(&w, &a);
 	reply_end(r, &w);
+}
+
+/* ---- deferred replies -------------------------------------------------------------------- */
+
+struct defer {
+	struct nconn *c;            /* NULL once the connection is gone */
+	struct stereod *d;
+	struct buf id, type;        /* copied from the request: its line is gone by then */
+};
+
+struct defer *ndjson_defer(struct nconn *c)
+{
+	struct defer *d = calloc(1, sizeof *d);
+	if (!d)
+		return NULL;
+	d->c = c;
+	d->d = c->s->d;
+	c->waiting = d;
+	return d;
+}
+
+static void pump(struct nconn *c);
+
+/* Free d; when its connection is still there, resume it (its reply was just written). */
+static void defer_done(struct defer *d)
+{
+	struct nconn *c = d->c;
+	buf_free(&d->id);
+	buf_free(&d->type);
+	free(d);
+	if (!c)
+		return;
+	c->waiting = NULL;
+	if (!c->dispatching)
+		pump(c);   /* answer the lines that waited, then read again */
+}
+
+void defer_line(struct defer *d, const char *line, size_t len)
+{
+	if (d->c) {
+		buf_append(&d->c->out, line, len);
+		buf_putc(&d->c->out, '\n');
+	}
+	defer_done(d);
+}
+
+struct defer *reply_defer(struct req *r)
+{
+	struct defer *d = ndjson_defer(r->conn);
+	if (!d)
+		return NULL;
+	if ((r->id && buf_append(&d->id, r->id, r->id_len)) ||
+	    buf_append(&d->type, r->type, r->type_len)) {
+		r->conn->waiting = NULL;
+		buf_free(&d->id);
+		buf_free(&d->type);
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w, void *ctx), void *ctx)
+{
+	struct nconn *c = d->c;
+	if (c) {
+		struct req r = {.d = d->d, .conn = c, .payload = -1, .type = buf_cstr(&d->type),
+				.type_len = d->type.len, .id = d->id.len ? d->id.p : NULL,
+				.id_len = d->id.len, .out = &c->out};
+		struct jw w;
+		reply_begin(&r, &w, type);
+		if (payload) {
+			jw_key(&w, "payload");
+			payload(&w, ctx);
+		}
+		reply_end(&r, &w);
+	}
+	defer_done(d);
+}
+
+void defer_ack(struct defer *d, bool ok, const char *error)
+{
+	struct ack_ctx a = {buf_cstr(&d->type), d->type.len, ok, error, error ? strlen(error) : 0};
+	defer_reply(d, "ack", ack_payload, &a);
 }
 
 /* ---- messages -------------------------------------------------------------------------- */
@@ -287,7 +391,7 @@ static int take_id(struct req *r, const struct json *j, const char *line)
 
 /* Answer one line: exactly one reply, whatever the line holds. The envelope is decoded as
  * upstream's Go decoder does it, with its error texts (docs/stereod.md, "Drop-in"). */
-static void handle_line(struct nconn *c, char *line, size_t len)
+static void handle_line(struct nconn *c, char *line, size_t len, void *ctx)
 {
 	char err[ERRBUF], msg[ERRBUF + 32];
 	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .payload_tok = -1, .type = "",
@@ -377,6 +481,8 @@ static void conn_close(struct nconn *c)
 		c->next->prev = c->prev;
 	s->nconns--;
 	s->buffered -= c->counted;
+	if (c->waiting)
+		c->waiting->c = NULL;   /* its reply, when it comes, is dropped */
 	ndjson_free(&c->in);   /* wipes: lines may have held secrets */
 	buf_free(&c->out);
 	free(c);
@@ -421,8 +527,8 @@ static void drain(struct nconn *c)
 	}
 }
 
-/* Send what is pending, then choose the events to wait for. Returns -1 when c was closed. */
-static int conn_flush(struct nconn *c)
+/* Send what is pending without changing the events. Returns -1 when c was closed. */
+static int send_out(struct nconn *c)
 {
 	while (c->out.len) {
 		ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
@@ -436,7 +542,17 @@ static int conn_flush(struct nconn *c)
 		}
 		buf_consume(&c->out, n);
 	}
-	if (!c->out.len && c->eof) {
+	return 0;
+}
+
+/* Send what is pending, then choose the events to wait for. Returns -1 when c was closed.
+ * Input is not read while output is over OUT_HIGH, while a deferred reply is outstanding,
+ * or once the connection is ending. */
+static int conn_flush(struct nconn *c)
+{
+	if (send_out(c))
+		return -1;
+	if (!c->out.len && c->eof && !c->waiting) {
 		conn_close(c);
 		return -1;
 	}
@@ -444,7 +560,7 @@ static int conn_flush(struct nconn *c)
 		start_drain(c);
 		return 0;
 	}
-	uint32_t ev = (c->closing || c->eof || c->out.len >= OUT_HIGH ? 0 : EPOLLIN | EPOLLRDHUP) |
+	uint32_t ev = (c->closing || c->eof || c->waiting || c->out.len >= OUT_HIGH ? 0 : EPOLLIN | EPOLLRDHUP) |
 		      (c->out.len ? EPOLLOUT : 0);
 	if (ev != c->events) {
 		c->events = ev;
@@ -455,30 +571,36 @@ static int conn_flush(struct nconn *c)
 
 static void too_long(struct nconn *c)
 {
-	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
-	reply_ack(&r, false, "message too long (max 1048576 bytes)");
+	c->s->proto->error(c, "message too long (max 1048576 bytes)", c->s->ctx);
 	c->closing = true;
 }
 
-/* Answer the complete lines already buffered while output is under the high-water mark. */
-static void process(struct nconn *c)
+/* Answer the complete lines already buffered while output is under the high-water mark and
+ * no deferred reply is outstanding. True when it stopped for want of a complete line. */
+static bool process(struct nconn *c)
 {
-	while (!c->closing && c->out.len < OUT_HIGH) {
+	c->dispatching = true;
+	bool need_input = false;
+	while (!c->closing && !c->waiting && c->out.len < OUT_HIGH) {
 		char *line;
 		size_t len;
 		int r = ndjson_line(&c->in, &line, &len);
-		if (r == 0)
-			return;
+		if (r == 0) {
+			need_input = true;
+			break;
+		}
 		if (r < 0) {
 			too_long(c);
-			return;
+			break;
 		}
 		/* only a truly empty line is skipped (Go's bufio.Scanner drops the \r of a
-		 * CRLF); a line of blanks is malformed JSON, as upstream answers it */
+		 * CRLF); a line of blanks goes to the protocol (stereosd answers it) */
 		if (len && !(len == 1 && line[0] == '\r'))
-			handle_line(c, line, len);
+			c->s->proto->line(c, line, len, c->s->ctx);
 		explicit_bzero(line, len);
 	}
+	c->dispatching = false;
+	return need_input;
 }
 
 /* Give back the buffer of a big finished line, and count unfinished input against the
@@ -495,36 +617,45 @@ static void account(struct nconn *c)
 	s->buffered = s->buffered - c->counted + pend;
 	c->counted = pend;
 	if (s->buffered > INPUT_BUDGET && pend > BIG_LINE && !c->closing) {
-		struct req r = {.d = s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
 		log_warn("refusing a big unfinished line: input budget exceeded", "pending=%zu total=%zu",
 			 pend, s->buffered);
-		reply_ack(&r, false, "too much unfinished input across connections (max 33554432 "
-			  "bytes): line refused");
+		s->proto->error(c, "too much unfinished input across connections (max 33554432 "
+				"bytes): line refused", s->ctx);
 		c->closing = true;
 	}
 }
 
-static void conn_read(struct nconn *c)
+/* Answer what is buffered, send, and read more, until the connection has to wait: for its
+ * client to read (output over OUT_HIGH), for a deferred reply, for more input (EAGAIN) or
+ * for the next event (READS_PER_EVENT reads). Lines left buffered when output drains are
+ * answered here, not on a readable event that may never come. */
+static void pump(struct nconn *c)
 {
-	process(c);
-	for (int i = 0; i < READS_PER_EVENT && !c->closing && c->out.len < OUT_HIGH; i++) {
+	for (int reads = 0;;) {
+		bool need_input = process(c);
+		if (send_out(c))
+			return;
+		if (c->closing || c->waiting || c->out.len >= OUT_HIGH)
+			break;
+		if (!need_input)
+			continue;   /* output drained below the mark: answer the next lines */
+		if (c->eof || reads++ == READS_PER_EVENT)
+			break;
 		ssize_t n = ndjson_fill(&c->in, c->fd);
 		if (n == -EAGAIN || n == -EINTR)
-			return;
+			break;
 		if (n == 0 && ndjson_pending(&c->in) && !ndjson_feed(&c->in, "\n", 1)) {
 			/* A last line without its newline is still a request, as with Go's
 			 * bufio.Scanner upstream; a client that left mid-line gets an error ack
 			 * that nobody reads. */
 			log_debug("client closed after an unterminated line", "bytes=%zu",
 				  ndjson_pending(&c->in));
-			process(c);
 		}
-		if (n == 0 || (n < 0 && n != -EMSGSIZE)) {
+		if (n == 0 || (n < 0 && n != -EMSGSIZE))
 			c->eof = true;
-			return;
-		}
-		process(c);
 	}
+	account(c);
+	conn_flush(c);
 }
 
 static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
@@ -538,17 +669,7 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
 		conn_close(c);
 		return;
 	}
-	if (events & EPOLLOUT) {
-		if (conn_flush(c))
-			return;
-		if (c->out.len >= OUT_HIGH)
-			return;
-	}
-	if (!c->eof && !c->closing) {
-		conn_read(c);
-		account(c);
-	}
-	conn_flush(c);
+	pump(c);
 }
 
 static void resume_accept(struct loop *l, void *ctx)
@@ -641,12 +762,24 @@ int ndjson_close_stale(struct ndjson_server *s, struct nconn *keep)
 	return n;
 }
 
-struct ndjson_server *ndjson_server_new(struct stereod *d, int lfd)
+struct buf *ndjson_out(struct nconn *c) { return &c->out; }
+
+/* The stereosd protocol's framing errors: an ack with an empty reply_to. */
+static void control_error(struct nconn *c, const char *msg, void *ctx)
+{
+	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
+	reply_ack(&r, false, msg);
+}
+
+const struct ndjson_proto control_proto = {"control", handle_line, control_error};
+
+struct ndjson_server *ndjson_server_new(struct stereod *d, int lfd, const struct ndjson_proto *proto,
+					void *ctx)
 {
 	struct ndjson_server *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
-	*s = (struct ndjson_server){.d = d, .l = d->loop, .lfd = lfd};
+	*s = (struct ndjson_server){.d = d, .proto = proto, .ctx = ctx, .l = d->loop, .lfd = lfd};
 	if (loop_add(d->loop, lfd, EPOLLIN, on_accept, s)) {
 		free(s);
 		return NULL;

@@ -139,24 +139,24 @@ static int make_dir(const char *path, mode_t mode, gid_t gid, char *err)
 	return 0;
 }
 
-static int open_listener(struct stereod *d, char *where, size_t wsz, char *err)
+int stereod_listen(struct stereod *d, unsigned vsock_port, const char *tcp_addr, char *where,
+		   size_t wsz, char *err)
 {
 	bool vsock = !strcmp(d->listen_mode, "vsock") ||
 		     (!strcmp(d->listen_mode, "auto") && vsock_available());
 	int fd;
 	if (vsock) {
-		fd = sock_listen_vsock(-1U /* VMADDR_CID_ANY */, d->vsock_port, err);
+		fd = sock_listen_vsock(-1U /* VMADDR_CID_ANY */, vsock_port, err);
 		if (fd >= 0)
 			snprintf(where, wsz, "vsock:%d", sock_local_port(fd));
 		return fd;
 	}
-	fd = sock_listen_tcp(d->listen_addr, 1024, err);
+	fd = sock_listen_tcp(tcp_addr, 1024, err);
 	if (fd < 0)
 		return -1;
 	/* Report the address really bound (port 0 picks one). */
-	const char *colon = strrchr(d->listen_addr, ':');
-	snprintf(where, wsz, "%.*s:%d", (int)(colon - d->listen_addr), d->listen_addr,
-		 sock_local_port(fd));
+	const char *colon = strrchr(tcp_addr, ':');
+	snprintf(where, wsz, "%.*s:%d", (int)(colon - tcp_addr), tcp_addr, sock_local_port(fd));
 	if (where[0] == ':')
 		snprintf(where, wsz, "0.0.0.0:%d", sock_local_port(fd));
 	return fd;
@@ -204,11 +204,11 @@ static int start(struct stereod *d)
 	log_info("state booting", "state=booting");
 	if (secrets_setup(d, err))
 		goto fail;
-	int lfd = open_listener(d, where, sizeof where, err);
+	int lfd = stereod_listen(d, d->vsock_port, d->listen_addr, where, sizeof where, err);
 	if (lfd < 0)
 		goto fail;
 	log_info("control plane listening", "addr=%s", where);
-	d->ndjson = ndjson_server_new(d, lfd);
+	d->ndjson = ndjson_server_new(d, lfd, &control_proto, NULL);
 	if (!d->ndjson) {
 		close(lfd);
 		errf(err, "starting the NDJSON server: out of memory");

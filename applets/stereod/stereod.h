@@ -55,6 +55,12 @@ struct stereod {
 };
 
 /* stereod.c */
+/* Open a listening socket the way --listen-mode says: vsock port vsock_port (any CID), or
+ * TCP tcp_addr. where gets "vsock:PORT" or "HOST:PORT" as really bound. -1 with err, e.g.
+ * when auto finds no vsock transport. Every NDJSON server built on it applies the same peer
+ * checks at accept time. */
+int stereod_listen(struct stereod *d, unsigned vsock_port, const char *tcp_addr, char *where,
+		   size_t wsz, char *err);
 char *path_under_root(const struct stereod *d, const char *path);   /* xmalloc'd */
 /* Run "/bin/sh -c CMD" (with argv[] as $1...) in a child with the default signal mask.
  * Returns the pid or -errno. */
@@ -90,8 +96,48 @@ void reply_ack_n(struct req *r, bool ok, const char *error, size_t len);   /* er
 void reply_begin(struct req *r, struct jw *w, const char *type);
 void reply_end(struct req *r, struct jw *w);
 
-struct ndjson_server *ndjson_server_new(struct stereod *d, int listen_fd);
+/* Deferred replies, for work that must not run on the loop thread (mount(2), hooks, sync):
+ * inside a handler, call reply_defer(r) instead of replying and return without writing. The
+ * request's id and type are copied; r, its line and its payload are gone after the return
+ * (copy what the work needs). The connection answers no further line (it stops reading;
+ * what it already buffered waits) until the reply is given, on the loop thread, with exactly
+ * one defer_ack or defer_reply, which writes it with the request's id (and reply_to), frees
+ * d and resumes the buffered lines in order. Other connections are served meanwhile. If the
+ * connection was closed meanwhile (client gone, evicted, restore), the call only frees d.
+ * reply_defer returns NULL when out of memory: then reply at once (reply_ack). */
+struct defer;
+struct defer *reply_defer(struct req *r);
+void defer_ack(struct defer *d, bool ok, const char *error);
+/* {"type":TYPE[,"id":ID][,"payload":...]}: payload (NULL for none) writes one JSON value. */
+void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w, void *ctx), void *ctx);
+/* IPC side: http_defer / http_defer_json / http_defer_error in common/http.h. */
+
+/* NDJSON servers (the listener API). One server per listening socket; each takes its line
+ * protocol as a struct ndjson_proto, so a second protocol (the guest-metadata listener) gets
+ * the same framing (lines up to NDJSON_MAX_LINE, replies in order, output high-water mark,
+ * input budget, deferred replies) and the same trust rules (who may connect: see
+ * stereod_listen and docs/stereod.md) on the same loop:
+ *   int fd = stereod_listen(d, 5555, d->metadata_addr, where, sizeof where, err);
+ *   s = ndjson_server_new(d, fd, &metadata_proto, md);
+ * line(): answer one complete non-blank line (NUL-terminated, writable, wiped afterwards) by
+ *   appending exactly one reply line (JSON + '
+') to ndjson_out(c), or by deferring it:
+ *   d = ndjson_defer(c), later defer_line(d, json, len) (the '
+' is added).
+ * error(): append the reply for a line that gets no dispatch (too long, over the input
+ *   budget, unfinished for too long); the connection is closed after it. */
+struct ndjson_proto {
+	const char *name;   /* for logs */
+	void (*line)(struct nconn *c, char *line, size_t len, void *ctx);
+	void (*error)(struct nconn *c, const char *msg, void *ctx);
+};
+extern const struct ndjson_proto control_proto;   /* the stereosd protocol; ctx unused */
+struct ndjson_server *ndjson_server_new(struct stereod *d, int listen_fd,
+					const struct ndjson_proto *proto, void *ctx);
 void ndjson_server_free(struct ndjson_server *s);
+struct buf *ndjson_out(struct nconn *c);
+struct defer *ndjson_defer(struct nconn *c);              /* NULL when out of memory */
+void defer_line(struct defer *d, const char *json, size_t len);
 /* Send a lifecycle push to every connection that sent "subscribe". */
 void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message);
 /* After a VM restore: close every connection but keep and the subscribers; how many closed. */
