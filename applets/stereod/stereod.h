@@ -48,6 +48,10 @@ struct stereod {
 	char shutdown_reason[256];
 	pid_t poweroff_pid;
 	struct ndjson_server *ndjson;
+	/* the guest-metadata listener (metadata.c): --metadata-* flags, then its state */
+	const char *md_mode, *md_addr, *md_env_file, *md_secrets_dir;
+	unsigned md_vsock_port;
+	struct metadata *metadata;
 	struct snapshot *snap;        /* snapshot_api.c */
 	struct http_server *ipc;
 	uint64_t poll_timer;
@@ -142,6 +146,10 @@ void defer_line(struct defer *d, const char *json, size_t len);
 void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message);
 /* After a VM restore: close every connection but keep and the subscribers; how many closed. */
 int ndjson_close_stale(struct ndjson_server *s, struct nconn *keep);
+
+/* metadata.c: microvm-runtime's guest metadata listener (off with --metadata-listen-mode off) */
+int metadata_start(struct stereod *d, char *err);
+void metadata_stop(struct stereod *d);
 
 /* ipc_api.c: the HTTP API on the unix socket */
 struct http_server *ipc_server_new(struct stereod *d, int listen_fd);
