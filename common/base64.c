@@ -17,6 +17,15 @@ static int value(unsigned char c)
 
 int base64_decode(const char *s, size_t len, struct buf *out, char *err)
 {
+	for (size_t i = 0; i < len; i++) {   /* name the first character that cannot be there */
+		unsigned char c = s[i];
+		if (c == '=' || value(c) >= 0)
+			continue;
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			return errf(err, "invalid base64: whitespace at offset %zu", i);
+		return errf(err, c >= 0x20 && c < 0x7f ? "invalid base64: character '%c' at offset %zu"
+			    : "invalid base64: byte 0x%02x at offset %zu", c, i);
+	}
 	if (len % 4)
 		return errf(err, "invalid base64: length %zu is not a multiple of 4 (padding missing?)", len);
 	if (buf_reserve(out, len / 4 * 3))
@@ -30,16 +39,10 @@ int base64_decode(const char *s, size_t len, struct buf *out, char *err)
 				v[k] = 0;
 				continue;
 			}
-			if (pad || (v[k] = value(c)) < 0) {
-				if (c == '=')
-					return errf(err, "invalid base64: '=' at offset %zu is not final padding", i + k);
-				if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
-					return errf(err, "invalid base64: whitespace at offset %zu", i + k);
-				if (pad)
-					return errf(err, "invalid base64: data after padding at offset %zu", i + k);
-				return errf(err, c >= 0x20 && c < 0x7f ? "invalid base64: character '%c' at offset %zu"
-					    : "invalid base64: byte 0x%02x at offset %zu", c, i + k);
-			}
+			if (pad)
+				return errf(err, "invalid base64: data after padding at offset %zu", i + k);
+			if ((v[k] = value(c)) < 0)
+				return errf(err, "invalid base64: '=' at offset %zu is not final padding", i + k);
 		}
 		uint32_t n = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
 		if ((pad == 1 && (n & 0xff)) || (pad == 2 && (n & 0xffff)))

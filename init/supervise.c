@@ -264,15 +264,42 @@ int super_load(struct super *s)
 
 /* ---- starting ------------------------------------------------------------------------- */
 
-/* init's environment (which carries STEREO_INIT=1), then HOME/USER for user=, then env=. */
-static char **build_env(const struct svc_def *d, char *tmp, size_t tmpsz)
+/* Append the KEY=VALUE lines of path to extra (pointers into file, which the caller frees):
+ * read at each start, so a service restarted after the file changed sees the new values. A
+ * missing file is no error; blank lines, '#' comments and lines without a KEY= are skipped. */
+static size_t env_file_read(const char *path, const char *name, struct buf *file, const char ***extra,
+			    size_t nx)
+{
+	int r = read_file(path, file, 1 << 20);
+	if (r) {
+		if (r != -ENOENT)
+			log_warn("cannot read env-file", "name=%s path=%s err=\"%s\"", name, path, strerror(-r));
+		return nx;
+	}
+	buf_putc(file, 0);   /* the last line without its newline ends too */
+	for (char *p = file->p, *end = file->p + file->len - 1; p < end;) {
+		char *nl = memchr(p, '\n', end - p);
+		if (nl)
+			*nl = 0;
+		size_t kl = strcspn(p, "=");
+		if (kl && p[kl] == '=' && p[0] != '#' && !memchr(p, ' ', kl)) {
+			*extra = xrealloc(*extra, (nx + 1) * sizeof **extra);
+			(*extra)[nx++] = p;
+		}
+		p = nl ? nl + 1 : end;
+	}
+	return nx;
+}
+
+/* init's environment (which carries STEREO_INIT=1), then HOME/USER for user=, then env=, then
+ * the env-file's lines (read now; they win over env=, as EnvironmentFile= does in systemd). */
+static char **build_env(const struct svc_def *d, char *tmp, size_t tmpsz, struct buf *file)
 {
 	size_t ne = 0;
 	while (environ[ne])
 		ne++;
-	char **envp = xcalloc(ne + d->nenv + 4, sizeof *envp);
-	const char *extra[SVC_ENV_MAX + 3];
-	int nx = 0;
+	const char **extra = xcalloc(SVC_ENV_MAX + 3, sizeof *extra);
+	size_t nx = 0;
 	size_t off = 0;
 	if (d->has_user && d->user) {
 		int k = snprintf(tmp, tmpsz, "USER=%s", d->user);
@@ -285,24 +312,28 @@ static char **build_env(const struct svc_def *d, char *tmp, size_t tmpsz)
 	}
 	for (int i = 0; i < d->nenv; i++)
 		extra[nx++] = d->env[i];
+	if (d->env_file)
+		nx = env_file_read(d->env_file, d->name, file, &extra, nx);
+	char **envp = xcalloc(ne + nx + 1, sizeof *envp);
 	size_t k = 0;
 	for (size_t i = 0; i < ne; i++) {
 		size_t kl = strcspn(environ[i], "=");
 		bool over = false;
-		for (int x = 0; x < nx && !over; x++)
+		for (size_t x = 0; x < nx && !over; x++)
 			over = !strncmp(extra[x], environ[i], kl) && extra[x][kl] == '=';
 		if (!over)
 			envp[k++] = environ[i];
 	}
-	for (int x = 0; x < nx; x++) {
-		bool later = false;   /* the last env= for a key wins */
+	for (size_t x = 0; x < nx; x++) {
+		bool later = false;   /* the last entry for a key wins */
 		size_t kl = strcspn(extra[x], "=");
-		for (int y = x + 1; y < nx && !later; y++)
+		for (size_t y = x + 1; y < nx && !later; y++)
 			later = !strncmp(extra[y], extra[x], kl) && extra[y][kl] == '=';
 		if (!later)
 			envp[k++] = (char *)extra[x];
 	}
 	envp[k] = NULL;
+	free(extra);
 	return envp;
 }
 
@@ -340,7 +371,8 @@ static void start_svc(struct super *s, struct svc *sv)
 		return;
 	}
 	char tmp[512];
-	char **envp = build_env(d, tmp, sizeof tmp);
+	struct buf envfile = {0};
+	char **envp = build_env(d, tmp, sizeof tmp, &envfile);
 	struct spawn_req r = {
 		.argv = d->argv, .envp = envp, .dir = d->dir ? d->dir : "/",
 		.set_user = d->has_user, .uid = d->uid, .gid = d->gid,
@@ -348,6 +380,7 @@ static void start_svc(struct super *s, struct svc *sv)
 	};
 	pid_t pid = spawn(&r);
 	free(envp);
+	buf_wipe(&envfile);   /* it may hold secrets pushed by the host */
 	if (pfd[1] >= 0)
 		close(pfd[1]);
 	sv->started_ms = now_ms();

@@ -243,10 +243,12 @@ static int op_set_secret(struct metadata *md, const struct json *j, char *err)
 		rc = errf(err, "invalid secret name %s%s: must match [A-Za-z0-9_-]+ and be at most %d bytes",
 			  buf_cstr(&q), name.len > 64 ? "..." : "", SECRET_NAME_MAX);
 	}
-	/* the base64 text is a JSON string of the alphabet only: no escapes to undo */
-	const jsmntok_t *t = &j->tok[vi];
+	struct buf b64 = {0};
 	if (!rc)
-		rc = base64_decode(j->s + t->start, t->end - t->start, &bytes, err);
+		rc = json_str(j, vi, &b64, JSON_STR_ANY, err);
+	if (!rc)
+		rc = base64_decode(buf_cstr(&b64), b64.len, &bytes, err);
+	buf_wipe(&b64);
 	if (!rc) {
 		int w = atomic_write_at(md->secrets_fd, name.p, bytes.p ? bytes.p : "", bytes.len, 0600,
 					(uid_t)-1, (gid_t)-1);
