@@ -173,3 +173,25 @@ EOF2
 	wait_for grep -qx 'greeting=hi there' "$EVI"
 	LOG=$LOG_STEREOD
 }
+
+@test "stereo-host metadata ping, set-env (K= deletes) and set-secret (file, env, binary) drive the listener" {
+	start_md
+	run -0 stereo-host --tcp "$MADDR" metadata ping
+	assert_output ok
+	run -0 stereo-host --tcp "$MADDR" metadata set-env A=1 'B=two words' C=3
+	run -0 stereo-host --tcp "$MADDR" --json metadata set-env C=
+	[ "$(jq -r .ok <<<"$output")" = true ]
+	[ "$(cat "$ENVF")" = "$(printf 'A=1\nB=two words')" ]
+	run -1 stereo-host --tcp "$MADDR" metadata set-env 9X=1
+	assert_output --partial 'invalid env key "9X"'
+	[ "$(cat "$ENVF")" = "$(printf 'A=1\nB=two words')" ]
+	run -2 stereo-host --tcp "$MADDR" metadata set-env novalue
+	head -c 3000 /dev/urandom >"$BATS_TEST_TMPDIR/rnd"
+	printf '\000\377' >>"$BATS_TEST_TMPDIR/rnd"
+	run -0 stereo-host --tcp "$MADDR" metadata set-secret blob --from-file "$BATS_TEST_TMPDIR/rnd"
+	cmp "$BATS_TEST_TMPDIR/rnd" "$MD/secrets/blob"
+	TOKEN=s3cr3t run -0 stereo-host --tcp "$MADDR" metadata set-secret tok --from-env TOKEN
+	[ "$(cat "$MD/secrets/tok")" = s3cr3t ]
+	TOKEN=x run -1 stereo-host --tcp "$MADDR" metadata set-secret a.b --from-env TOKEN
+	assert_output --partial 'invalid secret name'
+}
