@@ -56,7 +56,7 @@ config STEREOD
 
 	  Guest metadata (microvm-runtime's set_env/set_secret/ping, when built in):
 	  --metadata-listen-mode M  auto (vsock when the control plane is on vsock,
-	                     else off), vsock, tcp or off (default auto)
+	                            else off), vsock, tcp or off (default auto)
 	  --metadata-listen ADDR    TCP bind address (default 0.0.0.0:5555)
 	  --metadata-vsock-port N   vsock port (default 5555)
 	  --metadata-env-file F     default ROOT/var/run/microvm-guest/env
