@@ -18,10 +18,15 @@ static CLI_UNUSED void cli_put_safe(FILE *f, const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = s[i];
-		if (c < 0x20 || c == 0x7f)
+		if (c < 0x20 || c == 0x7f) {
 			fprintf(f, "\\x%02x", c);
-		else
+		} else if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+			   (unsigned char)s[i + 1] <= 0x9f) {
+			/* U+0080..U+009F: C1 controls (CSI is U+009B), which some terminals obey */
+			fprintf(f, "\\u%04x", (unsigned char)s[++i]);
+		} else {
 			fputc(c, f);
+		}
 	}
 }
 

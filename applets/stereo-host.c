@@ -434,7 +434,9 @@ static void print_health_text(const struct json *j, int p)
 	int t = json_get(j, p, "uptime_seconds");
 	if (t >= 0)
 		json_u64(j, t, &up);
-	printf("state: %s\nuptime: %llus\n", state, (unsigned long long)up);
+	printf("state: ");
+	cli_put_safe(stdout, state, strlen(state));
+	printf("\nuptime: %llus\n", (unsigned long long)up);
 	cli_print_agents(j, json_get(j, p, "agents"));
 }
 
@@ -501,8 +503,10 @@ static int cmd_wait_ready(int argc, char **argv)
 			if (!strcmp(state, "ready") || !strcmp(state, "healthy")) {
 				if (o.json)
 					cli_print_token(&r.j, r.payload);
-				else
-					printf("%s\n", state);
+				else {
+					cli_put_safe(stdout, state, strlen(state));
+					putchar('\n');
+				}
 				reply_free(&r);
 				conn_close(&c);
 				return EXIT_OK;
@@ -755,7 +759,10 @@ static int snapshot_request(const char *cmd, const char *type, struct buf *paylo
 			if (cli_json_str(&r.j, s, "path", what, sizeof what))
 				cli_json_str(&r.j, s, "name", what, sizeof what);
 			cli_json_str(&r.j, s, "error", why, sizeof why);
-			printf("%-4s %s%s", ok ? "ok" : "FAIL", name, *what ? " " : "");
+			printf("%-4s ", ok ? "ok" : "FAIL");
+			cli_put_safe(stdout, name, strlen(name));
+			if (*what)
+				putchar(' ');
 			cli_put_safe(stdout, what, strlen(what));
 			/* the step's other fields as key=value: skew_ms=-12 stepped=false */
 			for (int k = s + 1; k + 1 < r.j.ntok && r.j.tok[k].start < r.j.tok[s].end;

@@ -1,7 +1,8 @@
-/* http.h - HTTP/1.1 over unix sockets: an allocation-free parser (picohttpparser's contract:
- * bytes used / -1 bad / -2 need more), a keep-alive server on the event loop, and a client
- * (blocking for CLIs, asynchronous on the loop for daemons). Content-Length bodies; the
- * client also reads chunked responses (Go's net/http sends them for large bodies). */
+/* http.h - HTTP/1.1 over unix sockets: an allocation-free parser (http_parse.c,
+ * picohttpparser's contract: bytes used / -1 bad / -2 need more), a keep-alive server on the
+ * connection layer (http_server.c over common/conn.c) and clients (http_client.c: blocking for
+ * CLIs, asynchronous on the loop for daemons). Content-Length bodies; the client also reads
+ * chunked responses (Go's net/http sends them for large bodies). */
 #ifndef STEREO_HTTP_H
 #define STEREO_HTTP_H
 #include <stdbool.h>
@@ -31,6 +32,10 @@ struct http_msg {
 	bool chunked, keep_alive;
 };
 
+/* The resume offset: the head's length once its blank line is in buf[0..len), HTTP_PARTIAL
+ * before, HTTP_TOO_LARGE past HTTP_MAX_HEAD. *scanned (start at 0, keep while the same bytes
+ * stay at buf) lets a head that arrives in pieces be scanned once. */
+long http_head_end(const char *buf, size_t len, size_t *scanned);
 int http_parse_request(const char *buf, size_t len, struct http_msg *m);
 int http_parse_response(const char *buf, size_t len, struct http_msg *m);
 const struct http_header *http_header(const struct http_msg *m, const char *name);
@@ -40,12 +45,18 @@ long http_dechunk(const char *buf, size_t len, struct buf *out, size_t max);
 
 /* ---- server ---- */
 struct loop;
+struct conn_pool;
+struct conn_limits;
 struct http_server;
 struct http_conn;
 typedef void (*http_handler)(struct http_conn *c, const struct http_msg *req,
 			     const char *body, size_t body_len, void *ctx);
-struct http_server *http_server_new(struct loop *l, int listen_fd, http_handler h, void *ctx);
+/* Connections live in pool (budgets) under lim (common/conn.h; NULL: http_default_limits);
+ * owns listen_fd. */
+struct http_server *http_server_new(struct conn_pool *pool, int listen_fd,
+				    const struct conn_limits *lim, http_handler h, void *ctx);
 void http_server_free(struct http_server *s);
+extern const struct conn_limits http_default_limits;   /* 1024 conns, 60 s idle, 10 s requests */
 /* Exactly one reply per request, from inside the handler. */
 void http_reply(struct http_conn *c, int status, const char *body, size_t len);
 void http_reply_json(struct http_conn *c, int status, const struct buf *json);

@@ -55,19 +55,26 @@ int ndjson_feed(struct ndjson *n, const void *data, size_t len)
 	return buf_append(&n->in, data, len);
 }
 
+ssize_t ndjson_find(const char *p, size_t len, size_t *scanned, size_t max)
+{
+	const char *nl = len > *scanned ? memchr(p + *scanned, '\n', len - *scanned) : NULL;
+	if (!nl) {
+		*scanned = len;
+		return len > max ? -EMSGSIZE : -EAGAIN;
+	}
+	return nl - p > (ssize_t)max ? -EMSGSIZE : nl - p;
+}
+
 int ndjson_line(struct ndjson *n, char **line, size_t *len)
 {
 	char *start = n->in.p + n->off;
-	size_t pend = ndjson_pending(n);
-	char *nl = pend > n->scanned ? memchr(start + n->scanned, '\n', pend - n->scanned) : NULL;
-	if (!nl) {
-		n->scanned = pend;
-		return pend > n->max_line ? -EMSGSIZE : 0;
-	}
-	size_t l = nl - start;
-	if (l > n->max_line)
-		return -EMSGSIZE;
-	*nl = 0;
+	ssize_t f = ndjson_find(start, ndjson_pending(n), &n->scanned, n->max_line);
+	if (f == -EAGAIN)
+		return 0;
+	if (f < 0)
+		return (int)f;
+	size_t l = f;
+	start[l] = 0;
 	*line = start;
 	*len = l;
 	n->off += l + 1;

@@ -27,4 +27,10 @@ int ndjson_feed(struct ndjson *n, const void *data, size_t len);
  * 1 = a line, 0 = need more bytes, -EMSGSIZE = the pending line is over the cap. */
 int ndjson_line(struct ndjson *n, char **line, size_t *len);
 size_t ndjson_pending(const struct ndjson *n);
+/* The framing alone, for buffers owned elsewhere (common/conn.c): the length of the first
+ * line in p[0..len) (its newline at p[result]), -EAGAIN when it is not complete yet, or
+ * -EMSGSIZE when it is already longer than max. *scanned is the resume offset: bytes known
+ * to hold no newline; start it at 0, keep it while the same bytes stay at p, reset it to 0
+ * after consuming a line. Allocation-free. */
+ssize_t ndjson_find(const char *p, size_t len, size_t *scanned, size_t max);
 #endif

@@ -83,6 +83,9 @@ esac
 # 5 s from user space; a boot writes about 25.
 cmdline="console=ttyS0 quiet panic=-1 cryptomgr.notests noreplace-smp printk.devkmsg=on"
 cmdline="$cmdline ip=10.0.2.15::10.0.2.2:255.255.255.0:stereo:eth0:off"
+# stereod never serves TCP unasked: the host reaches it through the forwarded TCP port, so ask
+# (its peer is QEMU's gateway 10.0.2.2, not a local address: no --allow-local-peers needed).
+cmdline="$cmdline stereod.listen=tcp"
 [ -n "$append" ] && cmdline="$cmdline $append"
 
 vsock=""

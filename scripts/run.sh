@@ -22,5 +22,5 @@ Talk to it from another terminal:
   $bin stereo-health --socket $root/run/stereos/stereosd.sock
 Ctrl-C stops it.
 MSG
-exec "$bin" stereod --listen-mode tcp --listen 127.0.0.1:$port --root "$root" \
+exec "$bin" stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:$port --root "$root" \
 	--poweroff-cmd "echo stereod: poweroff requested (make run does not power anything off)"

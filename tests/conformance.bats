@@ -15,7 +15,7 @@ setup() {
 	# ANCHOR_DAEMON is split on spaces: a wrapper keeps our paths whole
 	cat >"$W" <<EOS
 #!/bin/sh
-exec "$STEREO_BIN" stereod --listen-mode tcp --listen "127.0.0.1:\$1" --root / \\
+exec "$STEREO_BIN" stereod --listen-mode tcp --listen "127.0.0.1:\$1" --allow-local-peers --root / \\
 	--mount-helper "$KIT/mount-as-command.sh" --poweroff systemd
 EOS
 	chmod 0755 "$W"

@@ -430,7 +430,7 @@ print(s.recv(4096).decode().strip())
 
 @test "stereod under init: ready through --ready-fd, and its shutdown message powers init off" {
 	port=$(free_port)
-	svc stereod "exec=$STEREO_BIN stereod --listen-mode tcp --listen 127.0.0.1:$port --root $R --allow-disk-secrets --ready-fd 3" \
+	svc stereod "exec=$STEREO_BIN stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:$port --root $R --allow-disk-secrets --ready-fd 3" \
 		"notify-fd=3"
 	start_init
 	wait_state stereod ready

@@ -31,7 +31,7 @@ teardown() {
 start_snap() {
 	[ -e "$CLOCK" ] || echo "0 0" >"$CLOCK"
 	rm -f "$BATS_TEST_TMPDIR/ready"
-	"$@" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
+	"$@" stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
 		--allow-disk-secrets 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!
 	wait_ready

@@ -213,3 +213,20 @@ EOF
 	# attempts of at most 1 s each: several connections, each sending its first request
 	[ "$(peer_received mute | wc -l)" -ge 2 ]
 }
+
+@test "guest text with terminal escapes is printed escaped; --json keeps it exact" {
+	start_peer esc --ids --states $'\\u001b[31mready\\u001b]0;owned\\u0007' \
+		--ack-payload '{"reply_to":"snapshot_prepare","ok":false,"error":"bad\u001b[2J","steps":[{"step":"fr\u001b[31meeze\u009b2J","ok":false,"path":"/x\u001b","error":"e\u001b[0m"}]}'
+	run --separate-stderr stereo-host --tcp "$PEER_ADDR" health
+	assert_success
+	assert_line 'state: \x1b[31mready\x1b]0;owned\x07'
+	[[ "$output" != *$'\e'* ]]
+	run --separate-stderr stereo-host --tcp "$PEER_ADDR" snapshot-prepare
+	assert_failure 1
+	assert_output 'FAIL fr\x1b[31meeze\u009b2J /x\x1b: e\x1b[0m'
+	[[ "$stderr" == *'bad\x1b[2J'* ]]
+	[[ "$stderr" != *$'\e'* ]]
+	run --separate-stderr stereo-host --json --tcp "$PEER_ADDR" snapshot-prepare
+	assert_failure 1
+	[ "$(echo "$output" | jq -r '.steps[0].step')" = $'fr\e[31meeze\u009b2J' ]
+}

@@ -80,7 +80,7 @@ mountinfo_of() {
 }
 
 @test "real mount(2): a missing virtio device is a clear error" {
-	unshare -m --propagation private stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" \
+	unshare -m --propagation private stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$R" \
 		--allow-disk-secrets --poweroff none --ready-fd 3 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!
 	wait_ready
@@ -91,7 +91,7 @@ mountinfo_of() {
 }
 
 @test "real mount(2) with a tmpfs stand-in: mounted rw and ro, then unmounted LIFO at shutdown" {
-	unshare -m --propagation private stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" \
+	unshare -m --propagation private stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$R" \
 		--allow-disk-secrets --mount-stand-in tmpfs --poweroff-cmd "echo poweroff >>'$EV'" \
 		--ready-fd 3 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!

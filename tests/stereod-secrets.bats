@@ -143,7 +143,7 @@ EOF2
 	mkdir -p "$R"
 	chown -R 65534:65534 "$NOBODY"
 	setpriv --reuid 65534 --regid 65534 --clear-groups \
-		stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
+		stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
 		3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!
 	wait_ready
@@ -155,7 +155,7 @@ EOF2
 
 @test "as root, stereod mounts a tmpfs on the secrets dir and writes secrets there" {
 	unshare -m --propagation private \
-		stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
+		stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
 		--poweroff none 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!
 	wait_ready
@@ -170,7 +170,7 @@ EOF2
 @test "under a scratch --root the secrets tmpfs it mounted is unmounted when it stops" {
 	: >"$BATS_TEST_TMPDIR/ready"
 	run unshare -m --propagation private sh -c '
-		"$1" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$2" --ready-fd 3 \
+		"$1" stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$2" --ready-fd 3 \
 			--poweroff none 3>"$3" 2>>"$4" &
 		pid=$!
 		i=0

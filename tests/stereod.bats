@@ -21,7 +21,7 @@ teardown() { stop_stereod; }
 
 @test "stereod fails to start with exit 1 when its TCP address is taken" {
 	start_stereod
-	run stereod --listen-mode tcp --listen "$ADDR" --root "$R/other" --allow-disk-secrets
+	run stereod --listen-mode tcp --allow-local-peers --listen "$ADDR" --root "$R/other" --allow-disk-secrets
 	assert_failure 1
 	assert_output --partial "stereod: starting:"
 }
@@ -397,7 +397,7 @@ poweroff_via_pid1() {
 		trap "echo usr2 >\"$1\"; exit 0" USR2
 		f=$1 bin=$2 root=$3 log=$4
 		shift 4
-		"$bin" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$root" --allow-disk-secrets \
+		"$bin" stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$root" --allow-disk-secrets \
 			--ready-fd 3 "$@" 2>>"$log" &
 		wait; wait' sh "$F" "$STEREO_BIN" "$R" "$LOG" "$@" 3>"$BATS_TEST_TMPDIR/ready" &
 	UNSHARE=$!

@@ -8,6 +8,25 @@
 
 #define AGENTS_MAX 256
 #define POLL_TIMEOUT_MS 2000
+/* Caps on agentd's text, so a health reply stays far under the 1 MiB line limit however
+ * agentd fills its fields (an escaped byte can take 6 bytes on the wire): each field is cut
+ * (at a UTF-8 boundary) and agents past AGENTS_JSON_MAX of rendered JSON are left out. */
+#define AGENT_NAME_MAX 256
+#define AGENT_SESSION_MAX 256
+#define AGENT_ERROR_MAX 1024
+#define AGENTS_JSON_MAX (256 * 1024)
+
+/* Cut b to at most max bytes without splitting a UTF-8 sequence. */
+static void cap_text(struct buf *b, size_t max)
+{
+	if (b->len <= max)
+		return;
+	size_t n = max;
+	while (n > 0 && ((unsigned char)b->p[n] & 0xc0) == 0x80)
+		n--;
+	b->len = n;
+	b->p[n] = 0;
+}
 
 static void schedule(struct stereod *d, int64_t ms);
 
@@ -45,7 +64,7 @@ static int render_agents(const char *body, size_t len, struct buf *out, size_t *
 	jw_arr(&w);
 	int n = j.tok[0].size, rc = 0;
 	*count = 0;
-	for (int k = 0; k < n && k < AGENTS_MAX; k++) {
+	for (int k = 0; k < n && k < AGENTS_MAX && out->len < AGENTS_JSON_MAX; k++) {
 		int a = json_array_item(&j, 0, k);
 		struct buf name = {0}, session = {0}, error = {0};
 		bool run = false;
@@ -60,6 +79,9 @@ static int render_agents(const char *body, size_t len, struct buf *out, size_t *
 		    (ei >= 0 && json_kind(&j, ei) != JSON_NULL && json_str(&j, ei, &error, JSON_STR_NO_NUL, err))) {
 			rc = -1;
 		} else {
+			cap_text(&name, AGENT_NAME_MAX);
+			cap_text(&session, AGENT_SESSION_MAX);
+			cap_text(&error, AGENT_ERROR_MAX);
 			jw_obj(&w);
 			jw_key(&w, "name");
 			jw_strn(&w, name.p ? name.p : "", name.len);

@@ -259,5 +259,10 @@ static void handle(struct http_conn *c, const struct http_msg *m, const char *bo
 
 struct http_server *ipc_server_new(struct stereod *d, int listen_fd)
 {
-	return http_server_new(d->loop, listen_fd, handle, d);
+	struct conn_limits lim = {
+		.max_conns = IPC_MAX_CONNS, .out_high = NDJSON_OUT_HIGH,
+		.line_timeout_ms = d->line_timeout_ms, .idle_ms = IPC_IDLE_MS,
+		.stall_ms = CONN_STALL_MS, .drain_ms = CONN_DRAIN_MS,
+	};
+	return http_server_new(d->pool, listen_fd, &lim, handle, d);
 }

@@ -1,58 +1,12 @@
-/* ndjson_api.c - NDJSON servers: connections, framing, budgets and deferred replies for any
- * line protocol (struct ndjson_proto), and the control-plane protocol itself: its message
- * dispatch table, replies and lifecycle pushes to subscribers.
- *
- * Each connection answers its complete lines in order as they are parsed, appends every reply
- * to one output buffer and flushes it once per readable event; EPOLLOUT is armed only while
- * output is pending. A connection whose unread replies pass OUT_HIGH is not read from until
- * its client catches up, so a client that never reads costs at most that much memory and
- * never delays the others. Adding a message type is one line in `messages` below.
+/* ndjson_api.c - the control-plane protocol (stereosd's): the message dispatch table, the
+ * decoding of a request line and the replies, immediate or deferred. The connections under it
+ * (framing, order, back-pressure, budgets) are ndjson_server.c and common/conn.c.
+ * Adding a message type is one line in `messages` below.
  * Spec: shared/spec/protocol.md §1-§3
  */
 #include "stereod.h"
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#define NDJSON_MAX_CONNS 1024
-#define OUT_HIGH (256 * 1024)          /* stop reading above this much unsent output */
-#define OUT_HARD (4 * 1024 * 1024)     /* drop a subscriber whose pushes pile up past this */
-#define INPUT_BUDGET (32 * 1024 * 1024) /* unfinished lines buffered across all connections */
-#define BIG_LINE (64 * 1024)            /* lines above this count against the budget */
-#define READS_PER_EVENT 16
-#define DRAIN_MS 2000
 #define ID_MAX 128
-
-struct nconn {
-	struct ndjson_server *s;
-	int fd;
-	uint32_t events;            /* what epoll watches now */
-	struct ndjson in;
-	struct buf out;
-	bool subscribed;
-	bool hello;                 /* said hello: sees our states (degraded) in health */
-	bool eof;                   /* the peer closed its side: flush, then close */
-	bool closing;               /* a fatal framing error: flush, then drain and close */
-	bool draining;
-	bool dispatching;           /* inside process(): a deferred reply must not re-enter it */
-	struct defer *waiting;      /* a deferred reply not sent yet: no line is answered until it is */
-	size_t counted;             /* our share of the server's buffered input */
-	uint64_t drain_timer;
-	struct nconn *prev, *next;
-};
-
-struct ndjson_server {
-	struct stereod *d;
-	const struct ndjson_proto *proto;
-	void *ctx;
-	struct loop *l;
-	int lfd;
-	struct nconn *conns;
-	int nconns;
-	size_t buffered;            /* unfinished input held by all connections */
-	uint64_t accept_timer;
-};
 
 /* ---- replies --------------------------------------------------------------------------- */
 
@@ -112,48 +66,6 @@ void reply_ack_n(struct req *r, bool ok, const char *error, size_t len)
 
 /* ---- deferred replies -------------------------------------------------------------------- */
 
-struct defer {
-	struct nconn *c;            /* NULL once the connection is gone */
-	struct stereod *d;
-	struct buf id, type;        /* copied from the request: its line is gone by then */
-};
-
-struct defer *ndjson_defer(struct nconn *c)
-{
-	struct defer *d = calloc(1, sizeof *d);
-	if (!d)
-		return NULL;
-	d->c = c;
-	d->d = c->s->d;
-	c->waiting = d;
-	return d;
-}
-
-static void pump(struct nconn *c);
-
-/* Free d; when its connection is still there, resume it (its reply was just written). */
-static void defer_done(struct defer *d)
-{
-	struct nconn *c = d->c;
-	buf_free(&d->id);
-	buf_free(&d->type);
-	free(d);
-	if (!c)
-		return;
-	c->waiting = NULL;
-	if (!c->dispatching)
-		pump(c);   /* answer the lines that waited, then read again */
-}
-
-void defer_line(struct defer *d, const char *line, size_t len)
-{
-	if (d->c) {
-		buf_append(&d->c->out, line, len);
-		buf_putc(&d->c->out, '\n');
-	}
-	defer_done(d);
-}
-
 struct defer *reply_defer(struct req *r)
 {
 	struct defer *d = ndjson_defer(r->conn);
@@ -161,10 +73,7 @@ struct defer *reply_defer(struct req *r)
 		return NULL;
 	if ((r->id && buf_append(&d->id, r->id, r->id_len)) ||
 	    buf_append(&d->type, r->type, r->type_len)) {
-		r->conn->waiting = NULL;
-		buf_free(&d->id);
-		buf_free(&d->type);
-		free(d);
+		defer_end(d);
 		return NULL;
 	}
 	return d;
@@ -172,11 +81,11 @@ struct defer *reply_defer(struct req *r)
 
 void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w, void *ctx), void *ctx)
 {
-	struct nconn *c = d->c;
-	if (c) {
-		struct req r = {.d = d->d, .conn = c, .payload = -1, .type = buf_cstr(&d->type),
+	struct buf *out = defer_out(d);
+	if (out) {
+		struct req r = {.d = d->d, .payload = -1, .type = buf_cstr(&d->type),
 				.type_len = d->type.len, .id = d->id.len ? d->id.p : NULL,
-				.id_len = d->id.len, .out = &c->out};
+				.id_len = d->id.len, .out = out};
 		struct jw w;
 		reply_begin(&r, &w, type);
 		if (payload) {
@@ -185,7 +94,7 @@ void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w
 		}
 		reply_end(&r, &w);
 	}
-	defer_done(d);
+	defer_end(d);
 }
 
 void defer_ack(struct defer *d, bool ok, const char *error)
@@ -208,7 +117,7 @@ static void msg_get_health(struct req *r)
 	struct jw w;
 	reply_begin(r, &w, "health");
 	jw_key(&w, "payload");
-	lc_health_payload(r->d, &w, !r->conn->hello && !r->conn->subscribed);
+	lc_health_payload(r->d, &w, ndjson_old_client(r->conn));
 	reply_end(r, &w);
 }
 
@@ -346,14 +255,14 @@ static const struct msg_type {
 
 static void msg_subscribe(struct req *r)
 {
-	r->conn->subscribed = true;
+	ndjson_subscribe(r->conn);
 	reply_ack(r, true, NULL);
 }
 
 static void msg_hello(struct req *r)
 {
 	struct jw w;
-	r->conn->hello = true;
+	ndjson_said_hello(r->conn);
 	reply_begin(r, &w, "hello");
 	jw_key(&w, "payload");
 	jw_obj(&w);
@@ -390,12 +299,16 @@ static int take_id(struct req *r, const struct json *j, const char *line)
 }
 
 /* Answer one line: exactly one reply, whatever the line holds. The envelope is decoded as
- * upstream's Go decoder does it, with its error texts (docs/stereod.md, "Drop-in"). */
+ * upstream's Go decoder does it, with its error texts (docs/stereod.md, "Drop-in"). Only a
+ * line that is empty once Go's bufio.Scanner has dropped a CRLF's \r gets none; a line of
+ * blanks gets upstream's malformed-JSON ack. */
 static void handle_line(struct nconn *c, char *line, size_t len, void *ctx)
 {
+	if (len == 1 && line[0] == '\r')
+		return;
 	char err[ERRBUF], msg[ERRBUF + 32];
-	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .payload_tok = -1, .type = "",
-			.out = &c->out};
+	struct req r = {.d = ndjson_daemon(c), .conn = c, .payload = -1, .payload_tok = -1, .type = "",
+			.out = ndjson_out(c)};
 	struct json j;
 	struct buf type = {0};
 	if (json_parse(&j, line, len, true, err)) {
@@ -464,338 +377,13 @@ out:
 	json_free(&j);
 }
 
-/* ---- connections ----------------------------------------------------------------------- */
-
-static void conn_close(struct nconn *c)
-{
-	struct ndjson_server *s = c->s;
-	loop_del(s->l, c->fd);
-	close(c->fd);
-	if (c->drain_timer)
-		loop_timer_cancel(s->l, c->drain_timer);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	s->nconns--;
-	s->buffered -= c->counted;
-	if (c->waiting)
-		c->waiting->c = NULL;   /* its reply, when it comes, is dropped */
-	ndjson_free(&c->in);   /* wipes: lines may have held secrets */
-	buf_free(&c->out);
-	free(c);
-}
-
-static void drain_timeout(struct loop *l, void *ctx)
-{
-	struct nconn *c = ctx;
-	c->drain_timer = 0;
-	conn_close(c);
-}
-
-/* After an oversized line: the reply is out; discard what the peer still sends until it
- * closes (or DRAIN_MS pass), so closing does not reset the connection before the client
- * has read our reply. */
-static void start_drain(struct nconn *c)
-{
-	shutdown(c->fd, SHUT_WR);
-	c->draining = true;
-	c->s->buffered -= c->counted;
-	c->counted = 0;
-	ndjson_free(&c->in);
-	ndjson_init(&c->in, NDJSON_MAX_LINE);
-	c->drain_timer = loop_timer(c->s->l, DRAIN_MS, drain_timeout, c);
-	if (c->events != (EPOLLIN | EPOLLRDHUP)) {
-		c->events = EPOLLIN | EPOLLRDHUP;
-		loop_mod(c->s->l, c->fd, c->events);
-	}
-}
-
-static void drain(struct nconn *c)
-{
-	char junk[65536];
-	for (;;) {
-		ssize_t n = recv(c->fd, junk, sizeof junk, 0);
-		if (n > 0)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		conn_close(c);
-		return;
-	}
-}
-
-/* Send what is pending without changing the events. Returns -1 when c was closed. */
-static int send_out(struct nconn *c)
-{
-	while (c->out.len) {
-		ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			conn_close(c);
-			return -1;
-		}
-		buf_consume(&c->out, n);
-	}
-	return 0;
-}
-
-/* Send what is pending, then choose the events to wait for. Returns -1 when c was closed.
- * Input is not read while output is over OUT_HIGH, while a deferred reply is outstanding,
- * or once the connection is ending. */
-static int conn_flush(struct nconn *c)
-{
-	if (send_out(c))
-		return -1;
-	if (!c->out.len && c->eof && !c->waiting) {
-		conn_close(c);
-		return -1;
-	}
-	if (!c->out.len && c->closing) {
-		start_drain(c);
-		return 0;
-	}
-	uint32_t ev = (c->closing || c->eof || c->waiting || c->out.len >= OUT_HIGH ? 0 : EPOLLIN | EPOLLRDHUP) |
-		      (c->out.len ? EPOLLOUT : 0);
-	if (ev != c->events) {
-		c->events = ev;
-		loop_mod(c->s->l, c->fd, ev);
-	}
-	return 0;
-}
-
-static void too_long(struct nconn *c)
-{
-	c->s->proto->error(c, "message too long (max 1048576 bytes)", c->s->ctx);
-	c->closing = true;
-}
-
-/* Answer the complete lines already buffered while output is under the high-water mark and
- * no deferred reply is outstanding. True when it stopped for want of a complete line. */
-static bool process(struct nconn *c)
-{
-	c->dispatching = true;
-	bool need_input = false;
-	while (!c->closing && !c->waiting && c->out.len < OUT_HIGH) {
-		char *line;
-		size_t len;
-		int r = ndjson_line(&c->in, &line, &len);
-		if (r == 0) {
-			need_input = true;
-			break;
-		}
-		if (r < 0) {
-			too_long(c);
-			break;
-		}
-		/* only a truly empty line is skipped (Go's bufio.Scanner drops the \r of a
-		 * CRLF); a line of blanks goes to the protocol (stereosd answers it) */
-		if (len && !(len == 1 && line[0] == '\r'))
-			c->s->proto->line(c, line, len, c->s->ctx);
-		explicit_bzero(line, len);
-	}
-	c->dispatching = false;
-	return need_input;
-}
-
-/* Give back the buffer of a big finished line, and count unfinished input against the
- * server-wide budget, so that 1024 clients cannot pin 1 GiB with lines that never end: past
- * the budget, a connection holding a big unfinished line is refused like an oversized one. */
-static void account(struct nconn *c)
-{
-	struct ndjson_server *s = c->s;
-	size_t pend = ndjson_pending(&c->in);
-	if (!pend && c->in.in.cap > BIG_LINE) {
-		ndjson_free(&c->in);
-		ndjson_init(&c->in, NDJSON_MAX_LINE);
-	}
-	s->buffered = s->buffered - c->counted + pend;
-	c->counted = pend;
-	if (s->buffered > INPUT_BUDGET && pend > BIG_LINE && !c->closing) {
-		log_warn("refusing a big unfinished line: input budget exceeded", "pending=%zu total=%zu",
-			 pend, s->buffered);
-		s->proto->error(c, "too much unfinished input across connections (max 33554432 "
-				"bytes): line refused", s->ctx);
-		c->closing = true;
-	}
-}
-
-/* Answer what is buffered, send, and read more, until the connection has to wait: for its
- * client to read (output over OUT_HIGH), for a deferred reply, for more input (EAGAIN) or
- * for the next event (READS_PER_EVENT reads). Lines left buffered when output drains are
- * answered here, not on a readable event that may never come. */
-static void pump(struct nconn *c)
-{
-	for (int reads = 0;;) {
-		bool need_input = process(c);
-		if (send_out(c))
-			return;
-		if (c->closing || c->waiting || c->out.len >= OUT_HIGH)
-			break;
-		if (!need_input)
-			continue;   /* output drained below the mark: answer the next lines */
-		if (c->eof || reads++ == READS_PER_EVENT)
-			break;
-		ssize_t n = ndjson_fill(&c->in, c->fd);
-		if (n == -EAGAIN || n == -EINTR)
-			break;
-		if (n == 0 && ndjson_pending(&c->in) && !ndjson_feed(&c->in, "\n", 1)) {
-			/* A last line without its newline is still a request, as with Go's
-			 * bufio.Scanner upstream; a client that left mid-line gets an error ack
-			 * that nobody reads. */
-			log_debug("client closed after an unterminated line", "bytes=%zu",
-				  ndjson_pending(&c->in));
-		}
-		if (n == 0 || (n < 0 && n != -EMSGSIZE))
-			c->eof = true;
-	}
-	account(c);
-	conn_flush(c);
-}
-
-static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	struct nconn *c = ctx;
-	if (c->draining) {
-		drain(c);
-		return;
-	}
-	if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN)) {
-		conn_close(c);
-		return;
-	}
-	pump(c);
-}
-
-static void resume_accept(struct loop *l, void *ctx)
-{
-	struct ndjson_server *s = ctx;
-	s->accept_timer = 0;
-	loop_mod(l, s->lfd, EPOLLIN);
-}
-
-static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	struct ndjson_server *s = ctx;
-	for (;;) {
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (cfd < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				/* Out of descriptors: stop accepting for a moment instead of spinning. */
-				log_warn("cannot accept connections", "err=\"%s\"", strerror(errno));
-				loop_mod(l, fd, 0);
-				s->accept_timer = loop_timer(l, 100, resume_accept, s);
-			}
-			return;
-		}
-		struct nconn *c = s->nconns < NDJSON_MAX_CONNS ? calloc(1, sizeof *c) : NULL;
-		if (!c) {
-			close(cfd);
-			continue;
-		}
-		int one = 1;
-		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);   /* fails harmlessly on vsock */
-		c->s = s;
-		c->fd = cfd;
-		c->events = EPOLLIN | EPOLLRDHUP;
-		ndjson_init(&c->in, NDJSON_MAX_LINE);
-		if (loop_add(l, cfd, c->events, on_conn, c)) {
-			close(cfd);
-			free(c);
-			continue;
-		}
-		c->next = s->conns;
-		if (s->conns)
-			s->conns->prev = c;
-		s->conns = c;
-		s->nconns++;
-	}
-}
-
-void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message)
-{
-	struct buf line = {0};
-	struct jw w;
-	jw_init(&w, &line);
-	jw_obj(&w);
-	jw_kstr(&w, "type", "lifecycle");
-	jw_key(&w, "payload");
-	jw_obj(&w);
-	jw_kstr(&w, "state", state);
-	if (message && *message) {
-		jw_key(&w, "message");
-		jw_strn(&w, message, strlen(message));
-	}
-	jw_obj_end(&w);
-	jw_obj_end(&w);
-	buf_putc(&line, '\n');
-	for (struct nconn *c = s->conns, *next; c; c = next) {
-		next = c->next;
-		if (!c->subscribed || c->closing || c->draining || c->eof)
-			continue;
-		if (c->out.len > OUT_HARD) {
-			log_warn("dropping a subscriber that does not read", "pending=%zu", c->out.len);
-			conn_close(c);
-			continue;
-		}
-		buf_append(&c->out, line.p, line.len);
-		conn_flush(c);
-	}
-	buf_free(&line);
-}
-
-int ndjson_close_stale(struct ndjson_server *s, struct nconn *keep)
-{
-	int n = 0;
-	for (struct nconn *c = s->conns, *next; c; c = next) {
-		next = c->next;
-		if (c == keep || (c->subscribed && !c->closing && !c->draining))
-			continue;
-		conn_close(c);
-		n++;
-	}
-	return n;
-}
-
-struct buf *ndjson_out(struct nconn *c) { return &c->out; }
+/* ---- the protocol's entry points ------------------------------------------------------ */
 
 /* The stereosd protocol's framing errors: an ack with an empty reply_to. */
 static void control_error(struct nconn *c, const char *msg, void *ctx)
 {
-	struct req r = {.d = c->s->d, .conn = c, .payload = -1, .type = "", .out = &c->out};
+	struct req r = {.d = ndjson_daemon(c), .conn = c, .payload = -1, .type = "", .out = ndjson_out(c)};
 	reply_ack(&r, false, msg);
 }
 
 const struct ndjson_proto control_proto = {"control", handle_line, control_error};
-
-struct ndjson_server *ndjson_server_new(struct stereod *d, int lfd, const struct ndjson_proto *proto,
-					void *ctx)
-{
-	struct ndjson_server *s = calloc(1, sizeof *s);
-	if (!s)
-		return NULL;
-	*s = (struct ndjson_server){.d = d, .proto = proto, .ctx = ctx, .l = d->loop, .lfd = lfd};
-	if (loop_add(d->loop, lfd, EPOLLIN, on_accept, s)) {
-		free(s);
-		return NULL;
-	}
-	return s;
-}
-
-void ndjson_server_free(struct ndjson_server *s)
-{
-	if (!s)
-		return;
-	while (s->conns)
-		conn_close(s->conns);
-	if (s->accept_timer)
-		loop_timer_cancel(s->l, s->accept_timer);
-	loop_del(s->l, s->lfd);
-	close(s->lfd);
-	free(s);
-}

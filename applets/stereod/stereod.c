@@ -16,7 +16,8 @@ config STEREOD
 	                 [--metadata-listen-mode auto|vsock|tcp|off]
 	                 [--metadata-listen HOST:PORT] [--metadata-vsock-port N]
 	                 [--metadata-env-file F] [--metadata-secrets-dir D]
-	                 [--root DIR] [--socket PATH] [--agentd-socket PATH] [--run-dir DIR]
+	                 [--allow-cid N,...] [--allow-local-peers] [--allow-from CIDR,...]
+	                 [--line-timeout DUR] [--kernel-cmdline FILE] [--root DIR] [--socket PATH] [--agentd-socket PATH] [--run-dir DIR]
 	                 [--secrets-dir DIR] [--config-dir DIR] [--passwd FILE] [--group FILE]
 	                 [--poll-interval DUR] [--allow-disk-secrets]
 	                 [--poweroff auto|init|systemd|cmd|none] [--poweroff-cmd CMD]
@@ -27,10 +28,19 @@ config STEREOD
 	  IPC HTTP API on a unix socket; polls agentd; manages secrets, SSH keys,
 	  shared-directory mounts, config and shutdown.
 
-	  --listen-mode M    auto (vsock when a vsock transport is attached, else
-	                     TCP), vsock or tcp (default auto)
+	  --listen-mode M    auto, vsock or tcp (default auto). auto: what the
+	                     kernel command line asks for (stereod.listen=tcp or
+	                     stereod.listen=vsock), else vsock when a vsock
+	                     transport is attached, else exit 1: never TCP unasked
 	  --listen ADDR      TCP bind address (default 0.0.0.0:1024; port 0 = any)
 	  --vsock-port N     vsock port (default 1024)
+	  --allow-cid LIST   vsock peers allowed besides the host (CID 2)
+	  --allow-local-peers  TCP: accept peers with this machine's own addresses
+	                     (loopback included; refused by default)
+	  --allow-from LIST  TCP: accept only peers in these CIDR ranges
+	  --line-timeout D   close a connection whose request stays unfinished
+	                     this long, after an error reply (default 10s)
+	  --kernel-cmdline F read stereod.listen= from F (default /proc/cmdline)
 	  --root DIR         prefix of every default path below (default /)
 	  --run-dir DIR      default ROOT/run/stereos
 	  --secrets-dir DIR  default ROOT/run/stereos/secrets (must be a tmpfs)
@@ -162,8 +172,7 @@ static int make_dir(const char *path, mode_t mode, gid_t gid, char *err)
 int stereod_listen(struct stereod *d, unsigned vsock_port, const char *tcp_addr, char *where,
 		   size_t wsz, char *err)
 {
-	bool vsock = !strcmp(d->listen_mode, "vsock") ||
-		     (!strcmp(d->listen_mode, "auto") && vsock_available());
+	bool vsock = !strcmp(d->listen_mode, "vsock");   /* resolved by resolve_mode */
 	int fd;
 	if (vsock) {
 		fd = sock_listen_vsock(-1U /* VMADDR_CID_ANY */, vsock_port, err);
@@ -180,6 +189,37 @@ int stereod_listen(struct stereod *d, unsigned vsock_port, const char *tcp_addr,
 	if (where[0] == ':')
 		snprintf(where, wsz, "0.0.0.0:%d", sock_local_port(fd));
 	return fd;
+}
+
+/* --listen-mode auto: the kernel command line, else vsock when a transport is attached, else
+ * a start-up error; TCP is never chosen silently (docs/stereod.md "Who may connect"). */
+static int resolve_mode(struct stereod *d, char *err)
+{
+	if (strcmp(d->listen_mode, "auto"))
+		return 0;
+	struct buf b = {0};
+	const char *asked = NULL;
+	if (!read_file(d->cmdline_file, &b, 65536)) {
+		for (char *tok = strtok(b.p ? b.p : (char *)"", " \t\n"); tok; tok = strtok(NULL, " \t\n"))
+			if (!strncmp(tok, "stereod.listen=", 15))
+				asked = !strcmp(tok + 15, "tcp") ? "tcp" : !strcmp(tok + 15, "vsock") ? "vsock" : "?";
+	}
+	buf_free(&b);
+	if (asked && *asked == '?')
+		return errf(err, "bad stereod.listen= on the kernel command line (%s): tcp or vsock",
+			    d->cmdline_file);
+	if (asked) {
+		log_info("listen mode from the kernel command line", "mode=%s", asked);
+		d->listen_mode = asked;
+		return 0;
+	}
+	if (vsock_available()) {
+		d->listen_mode = "vsock";
+		return 0;
+	}
+	return errf(err, "--listen-mode auto: no vsock transport is attached (no /dev/vsock with a "
+		    "guest CID), and stereod never falls back to TCP on its own; to serve over TCP "
+		    "pass --listen-mode tcp, or boot with stereod.listen=tcp on the kernel command line");
 }
 
 static void on_signal(struct loop *l, const struct signalfd_siginfo *si, void *ctx)
@@ -223,6 +263,13 @@ static int start(struct stereod *d)
 	d->state = ST_BOOTING;
 	log_info("state booting", "state=booting");
 	if (secrets_setup(d, err))
+		goto fail;
+	d->pool = conn_pool_new(d->loop, CONN_IN_BUDGET, CONN_OUT_BUDGET);
+	if (!d->pool) {
+		errf(err, "out of memory");
+		goto fail;
+	}
+	if (resolve_mode(d, err))
 		goto fail;
 	int lfd = stereod_listen(d, d->vsock_port, d->listen_addr, where, sizeof where, err);
 	if (lfd < 0)
@@ -268,7 +315,8 @@ enum {
 	OPT_CONFIG_DIR, OPT_SOCKET, OPT_AGENTD_SOCKET, OPT_PASSWD, OPT_GROUP, OPT_POLL,
 	OPT_MD_MODE, OPT_MD_LISTEN, OPT_MD_VSOCK_PORT, OPT_MD_ENV_FILE, OPT_MD_SECRETS_DIR,
 	OPT_DISK_SECRETS, OPT_POWEROFF, OPT_POWEROFF_CMD, OPT_MOUNT_HELPER, OPT_STAND_IN,
-	OPT_READY_FD, OPT_VERBOSE,
+	OPT_READY_FD, OPT_VERBOSE, OPT_ALLOW_CID, OPT_ALLOW_LOCAL, OPT_ALLOW_FROM, OPT_LINE_TIMEOUT,
+	OPT_CMDLINE,
 };
 
 static const struct option options[] = {
@@ -296,6 +344,11 @@ static const struct option options[] = {
 	{"metadata-vsock-port", required_argument, 0, OPT_MD_VSOCK_PORT},
 	{"metadata-env-file", required_argument, 0, OPT_MD_ENV_FILE},
 	{"metadata-secrets-dir", required_argument, 0, OPT_MD_SECRETS_DIR},
+	{"allow-cid", required_argument, 0, OPT_ALLOW_CID},
+	{"allow-local-peers", no_argument, 0, OPT_ALLOW_LOCAL},
+	{"allow-from", required_argument, 0, OPT_ALLOW_FROM},
+	{"line-timeout", required_argument, 0, OPT_LINE_TIMEOUT},
+	{"kernel-cmdline", required_argument, 0, OPT_CMDLINE},
 	{0, 0, 0, 0},
 };
 
@@ -323,6 +376,7 @@ static void stereod_free(struct stereod *d)
 #endif
 	ndjson_server_free(d->ndjson);
 	http_server_free(d->ipc);
+	conn_pool_free(d->pool);
 	secrets_teardown(d);
 	for (size_t i = 0; i < d->nmounts; i++) {
 		struct mount_entry *m = &d->mounts[i];
@@ -349,7 +403,9 @@ int stereod_main(int argc, char **argv)
 		.listen_mode = "auto", .listen_addr = "0.0.0.0:1024", .root = "/",
 		.vsock_port = VSOCK_DEFAULT_PORT, .poll_ms = 5000, .ready_fd = -1,
 		.secrets_fd = -1, .md_mode = "auto", .md_addr = "0.0.0.0:5555", .md_vsock_port = 5555,
+		.line_timeout_ms = LINE_TIMEOUT_MS, .cmdline_file = "/proc/cmdline",
 	};
+	char err[ERRBUF];
 	char *given[OPT_GROUP + 1] = {0};
 	const char *poweroff = "auto";
 	unsigned long v;
@@ -429,6 +485,27 @@ int stereod_main(int argc, char **argv)
 				return usage_error("--metadata-%s must be an absolute path, not '%s'",
 						   c == OPT_MD_ENV_FILE ? "env-file" : "secrets-dir", optarg);
 			*(c == OPT_MD_ENV_FILE ? &d.md_env_file : &d.md_secrets_dir) = optarg;
+			break;
+		case OPT_ALLOW_CID:
+			if (peer_parse_cids(&d.peers, optarg, err))
+				return usage_error("--allow-cid: %s", err);
+			break;
+		case OPT_ALLOW_LOCAL:
+			d.peers.allow_local = true;
+			break;
+		case OPT_ALLOW_FROM:
+			if (peer_parse_cidrs(&d.peers, optarg, err))
+				return usage_error("--allow-from: %s", err);
+			break;
+		case OPT_LINE_TIMEOUT: {
+			long long ms;
+			if (parse_duration_ms(optarg, &ms) || ms < 10)
+				return usage_error("bad --line-timeout '%s' (a duration of at least 10ms)", optarg);
+			d.line_timeout_ms = ms;
+			break;
+		}
+		case OPT_CMDLINE:
+			d.cmdline_file = optarg;
 			break;
 		default:
 			return usage_error("unknown option (see stereod --help)");

@@ -7,6 +7,8 @@
 #ifndef STEREOD_H
 #define STEREOD_H
 #include "common/stereo.h"
+#include "common/conn.h"
+#include "common/peer.h"
 #include "snapshot.h"
 
 enum lc_state { ST_BOOTING, ST_READY, ST_HEALTHY, ST_DEGRADED, ST_SHUTDOWN };
@@ -14,6 +16,17 @@ enum lc_event { EV_STARTED, EV_AGENT_RUNNING, EV_AGENT_ERROR, EV_AGENTD_LOST, EV
 enum poweroff_kind { POWEROFF_AUTO, POWEROFF_INIT, POWEROFF_SYSTEMD, POWEROFF_CMD, POWEROFF_NONE };
 
 #define MOUNTS_MAX 256
+
+/* Connections (docs/stereod.md "Timeouts and budgets"). */
+#define NDJSON_MAX_CONNS 1024
+#define NDJSON_OUT_HIGH (256 * 1024)            /* stop answering above this much unsent output */
+#define IPC_MAX_CONNS 1024
+#define IPC_IDLE_MS 60000                       /* an idle IPC keep-alive connection closes */
+#define CONN_IN_BUDGET (32 * 1024 * 1024)       /* unfinished input across all connections */
+#define CONN_OUT_BUDGET (16 * 1024 * 1024)      /* unsent output across all connections */
+#define CONN_STALL_MS 30000                     /* output that does not move for this long */
+#define CONN_DRAIN_MS 2000                      /* after a last reply: wait for the peer's EOF */
+#define LINE_TIMEOUT_MS 10000                   /* --line-timeout default */
 
 struct mount_entry {
 	char *tag, *guest_path, *fs_type, *target;   /* target: guest_path under --root */
@@ -23,7 +36,8 @@ struct mount_entry {
 struct stereod {
 	struct loop *loop;
 	/* configuration */
-	const char *listen_mode, *listen_addr, *root;
+	const char *listen_mode, *listen_addr, *root;   /* listen_mode: "tcp"/"vsock" once started */
+	const char *cmdline_file;     /* the kernel command line (stereod.listen=) */
 	unsigned vsock_port;
 	char *run_dir, *secrets_dir, *config_dir, *socket_path, *agentd_socket;
 	char *passwd_path, *group_path;
@@ -47,6 +61,9 @@ struct stereod {
 	bool shutting_down;
 	char shutdown_reason[256];
 	pid_t poweroff_pid;
+	struct conn_pool *pool;       /* budgets shared by every connection (common/conn.c) */
+	int64_t line_timeout_ms;      /* --line-timeout */
+	struct peer_rules peers;      /* who may connect (common/peer.c) */
 	struct ndjson_server *ndjson;
 	/* the guest-metadata listener (metadata.c): --metadata-* flags, then its state */
 	const char *md_mode, *md_addr, *md_env_file, *md_secrets_dir;
@@ -116,20 +133,19 @@ void defer_ack(struct defer *d, bool ok, const char *error);
 void defer_reply(struct defer *d, const char *type, void (*payload)(struct jw *w, void *ctx), void *ctx);
 /* IPC side: http_defer / http_defer_json / http_defer_error in common/http.h. */
 
-/* NDJSON servers (the listener API). One server per listening socket; each takes its line
- * protocol as a struct ndjson_proto, so a second protocol (the guest-metadata listener) gets
- * the same framing (lines up to NDJSON_MAX_LINE, replies in order, output high-water mark,
- * input budget, deferred replies) and the same trust rules (who may connect: see
- * stereod_listen and docs/stereod.md) on the same loop:
+/* NDJSON servers (the listener API, ndjson_server.c). One server per listening socket; each
+ * takes its line protocol as a struct ndjson_proto, so a second protocol (the guest-metadata
+ * listener) gets the same framing (lines up to NDJSON_MAX_LINE, replies in order, output
+ * high-water mark, input and output budgets, line timeout, eviction, deferred replies) and the
+ * same trust rules (who may connect: peer_allowed with d->peers, docs/stereod.md) on the same loop:
  *   int fd = stereod_listen(d, 5555, d->metadata_addr, where, sizeof where, err);
  *   s = ndjson_server_new(d, fd, &metadata_proto, md);
- * line(): answer one complete non-blank line (NUL-terminated, writable, wiped afterwards) by
- *   appending exactly one reply line (JSON + '
-') to ndjson_out(c), or by deferring it:
- *   d = ndjson_defer(c), later defer_line(d, json, len) (the '
-' is added).
- * error(): append the reply for a line that gets no dispatch (too long, over the input
- *   budget, unfinished for too long); the connection is closed after it. */
+ * line(): answer one complete non-empty line (NUL-terminated, writable, wiped afterwards) by
+ *   appending exactly one reply line (JSON and a newline) to ndjson_out(c), or by deferring
+ *   it: d = ndjson_defer(c), later (on the loop thread) defer_line(d, json, len), which adds
+ *   the newline and frees d.
+ * error(): append the reply for a line that is never dispatched (too long, over the input
+ *   budget, unfinished for too long, evicted); the connection is closed after it. */
 struct ndjson_proto {
 	const char *name;   /* for logs */
 	void (*line)(struct nconn *c, char *line, size_t len, void *ctx);
@@ -140,8 +156,22 @@ struct ndjson_server *ndjson_server_new(struct stereod *d, int listen_fd,
 					const struct ndjson_proto *proto, void *ctx);
 void ndjson_server_free(struct ndjson_server *s);
 struct buf *ndjson_out(struct nconn *c);
+struct stereod *ndjson_daemon(struct nconn *c);
+void ndjson_subscribe(struct nconn *c);                   /* lifecycle pushes from now on */
+void ndjson_said_hello(struct nconn *c);
+/* Neither hello nor subscribe: an upstream client, shown upstream's states (never degraded). */
+bool ndjson_old_client(struct nconn *c);
 struct defer *ndjson_defer(struct nconn *c);              /* NULL when out of memory */
 void defer_line(struct defer *d, const char *json, size_t len);
+/* The parts of a deferred reply (opaque to handlers): defer_out is the connection's output,
+ * NULL once it is gone; defer_end frees d and resumes the connection. */
+struct defer {
+	struct conn_defer *cd;
+	struct stereod *d;
+	struct buf id, type;      /* the request's, for reply_defer */
+};
+struct buf *defer_out(struct defer *d);
+void defer_end(struct defer *d);
 /* Send a lifecycle push to every connection that sent "subscribe". */
 void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message);
 /* After a VM restore: close every connection but keep and the subscribers; how many closed. */

@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$bin" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$out/root" --allow-disk-secrets \
+"$bin" stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$out/root" --allow-disk-secrets \
 	--poweroff none --ready-fd 3 3>"$out/ready" 2>"$out/stereod.log" &
 pid=$!
 i=0

@@ -35,7 +35,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 unshare -m --propagation private sh -c 'mount -o loop "$0" "$1" && shift && exec "$@"' \
-	"$out/fs.img" "$R/mnt" "$bin" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" \
+	"$out/fs.img" "$R/mnt" "$bin" stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$R" \
 	--ready-fd 3 --allow-disk-secrets 3>"$out/ready" 2>"$out/log" &
 pid=$!
 i=0

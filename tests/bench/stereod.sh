@@ -48,7 +48,7 @@ else
 	set -- "$bin" stereod --allow-disk-secrets
 	secrets_fs=disk
 fi
-set -- "$@" --listen-mode tcp --listen 127.0.0.1:0 --root "$work/root" --ready-fd 3 --poweroff none
+set -- "$@" --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$work/root" --ready-fd 3 --poweroff none
 start ours "$@"
 OURS=$ADDR
 
@@ -74,7 +74,7 @@ row "inject_secret, 1 conn ($secrets_fs)" "$f" "$o" "per s (floor: atomic_write_
 # start-up and idle memory: the floor is the echo server's own exec-to-listening time
 fs=$("$t/ndjson_load" startup "$t/echo_floor" --ready-fd 3)
 mkdir -p "$work/root2"
-os=$("$t/ndjson_load" startup "$bin" stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$work/root2" \
+os=$("$t/ndjson_load" startup "$bin" stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$work/root2" \
 	--ready-fd 3 --allow-disk-secrets --poweroff none)
 row "exec to ready (us)" "$(echo "$fs" | awk '{print $2}')" "$(echo "$os" | awk '{print $2}')" "us (target <= 10000 us)"
 row "idle RSS after ready (kB)" "$(echo "$fs" | awk '{print $4}')" "$(echo "$os" | awk '{print $4}')" "kB (target <= 1024 kB)"

@@ -12,7 +12,7 @@ start_stereod() {
 	LOG=$BATS_TEST_TMPDIR/stereod.log
 	mkdir -p "$ROOT/etc"
 	: >"$BATS_TEST_TMPDIR/ready"
-	stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$ROOT" --ready-fd 3 \
+	stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$ROOT" --ready-fd 3 \
 		--poweroff-cmd "echo poweroff >>'$BATS_TEST_TMPDIR/poweroff'" --allow-disk-secrets \
 		"$@" 3>"$BATS_TEST_TMPDIR/ready" 2>"$LOG" &
 	STEREOD_PID=$!

@@ -6,6 +6,7 @@
  * tests wait for polls instead of sleeping. Kill it to make agentd "gone".
  */
 #include "common/stereo.h"
+#include "common/conn.h"
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,10 +59,11 @@ int main(int argc, char **argv)
 	struct loop *l = loop_new();
 	static const int sigs[] = {SIGTERM, SIGINT};
 	loop_signals(l, sigs, 2, on_signal, NULL);
-	struct http_server *s = http_server_new(l, fd, handle, NULL);
+	struct conn_pool *pool = conn_pool_new(l, 64 << 20, 64 << 20);
+	struct http_server *s = http_server_new(pool, fd, NULL, handle, NULL);
 	loop_run(l);
-	http_server_free(s);
-	close(fd);
+	http_server_free(s);   /* closes fd */
+	conn_pool_free(pool);
 	unlink(argv[1]);
 	loop_free(l);
 	return 0;

@@ -5,6 +5,7 @@
  *
  *   ndjson_peer [--unix PATH] --ready FILE [--record FILE] [--ids] [--push]
  *               [--states booting,booting,ready] [--ack-error MSG] [--pushes-after-subscribe N]
+ *               [--ack-payload JSON]
  *               [--silent | --close | --mute | --garbage] [--http]
  *
  * --ready gets "127.0.0.1:PORT\n" (or the unix path) once listening. --record appends every
@@ -14,8 +15,10 @@
  * the backlog, nothing is ever answered). --close: accept and hang up at once. --mute: accept
  * and record, never answer. --garbage: answer every line with a line that is not JSON.
  * --http (with --unix): speak stereod's IPC HTTP API instead: GET /v1/health answers the
- * --states sequence, GET /v1/agents {"agents":[]}, anything else 404. */
+ * --states sequence, GET /v1/agents {"agents":[]}, anything else 404. --ack-payload: the
+ * payload (raw JSON) of every ack to a request the peer has no other answer for. */
 #include "common/stereo.h"
+#include "common/conn.h"
 #include <getopt.h>
 #include <poll.h>
 #include <signal.h>
@@ -27,7 +30,7 @@ static struct {
 	bool ids, push, silent, close_at_once, http, mute, garbage;
 	char *states[64];
 	int nstates, health_calls;
-	const char *ack_error;
+	const char *ack_error, *ack_payload;
 	long pushes_after_subscribe;
 } cfg;
 
@@ -138,6 +141,8 @@ static void handle(int fd, const char *line, size_t len)
 		ack(fd, t, true, NULL, idp);
 		for (long i = 0; i < cfg.pushes_after_subscribe; i++)
 			lifecycle(fd, i % 2 ? "degraded" : "healthy", "from the test peer");
+	} else if (cfg.ack_payload) {
+		reply(fd, "ack", cfg.ack_payload, idp);
 	} else {
 		ack(fd, t, !cfg.ack_error, cfg.ack_error, idp);
 	}
@@ -205,7 +210,8 @@ int main(int argc, char **argv)
 		{"ack-error", required_argument, NULL, 'e'}, {"silent", no_argument, NULL, 'S'},
 		{"close", no_argument, NULL, 'c'}, {"http", no_argument, NULL, 'h'},
 		{"mute", no_argument, NULL, 'M'}, {"garbage", no_argument, NULL, 'G'},
-		{"pushes-after-subscribe", required_argument, NULL, 'n'}, {0},
+		{"pushes-after-subscribe", required_argument, NULL, 'n'},
+		{"ack-payload", required_argument, NULL, 'P'}, {0},
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -226,6 +232,7 @@ int main(int argc, char **argv)
 		case 'M': cfg.mute = true; break;
 		case 'G': cfg.garbage = true; break;
 		case 'n': cfg.pushes_after_subscribe = atol(optarg); break;
+		case 'P': cfg.ack_payload = optarg; break;
 		default: return 2;
 		}
 	}
@@ -248,7 +255,7 @@ int main(int argc, char **argv)
 			pause();
 	if (cfg.http) {
 		struct loop *l = loop_new();
-		if (!l || !http_server_new(l, lfd, http_handle, NULL))
+		if (!l || !http_server_new(conn_pool_new(l, 64 << 20, 64 << 20), lfd, NULL, http_handle, NULL))
 			die(EXIT_FAIL, "cannot start the HTTP server");
 		return loop_run(l) ? EXIT_FAIL : EXIT_OK;
 	}

@@ -20,7 +20,7 @@ stereod_setup() {
 
 start_stereod() {
 	rm -f "$BATS_TEST_TMPDIR/ready"
-	stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
+	stereod --listen-mode tcp --allow-local-peers --listen 127.0.0.1:0 --root "$R" --ready-fd 3 \
 		--allow-disk-secrets --poll-interval 100ms \
 		--poweroff-cmd "echo poweroff >>'$EV'" "$@" 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
 	STEREOD_PID=$!

@@ -1,6 +1,9 @@
 /* unit.c - drives common/ from bats: each subcommand exercises one module on stdin/argv and
  * prints a result a test can compare. Not part of the stereo binary. */
 #include "common/stereo.h"
+#include "common/peer.h"
+#include <arpa/inet.h>
+#include "common/conn.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -124,6 +127,33 @@ int main(int argc, char **argv)
 			rc = json_bool(&j, i, &b) ? (printf("bad\n"), 1) : (printf("%s\n", b ? "true" : "false"), 0);
 		json_free(&j);
 		return rc;
+	} else if (!strcmp(cmd, "peer-cid")) {      /* ALLOWLIST|- CID...: allowed/refused per CID */
+		struct peer_rules pr = {0};
+		if (strcmp(argv[2], "-") && peer_parse_cids(&pr, argv[2], err))
+			return printf("error: %s\n", err), 1;
+		for (int k = 3; k < argc; k++)
+			printf("%s %s\n", argv[k], peer_cid_allowed(&pr, (unsigned)strtoul(argv[k], NULL, 10))
+			       ? "allowed" : "refused");
+	} else if (!strcmp(cmd, "peer-tcp")) {      /* CIDRS|- LOCAL(0|1) ADDR...: the TCP check */
+		struct peer_rules pr = {.allow_local = argv[3][0] == '1'};
+		if (strcmp(argv[2], "-") && peer_parse_cidrs(&pr, argv[2], err))
+			return printf("error: %s\n", err), 1;
+		for (int k = 4; k < argc; k++) {
+			struct sockaddr_storage ss = {0};
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+			if (inet_pton(AF_INET, argv[k], &s4->sin_addr) == 1)
+				s4->sin_family = AF_INET;
+			else if (inet_pton(AF_INET6, argv[k], &s6->sin6_addr) == 1)
+				s6->sin6_family = AF_INET6;
+			else
+				return printf("bad address %s\n", argv[k]), 1;
+			printf("%s %s\n", argv[k], peer_allowed(&pr, "unit", (struct sockaddr *)&ss, sizeof ss)
+			       ? "allowed" : "refused");
+		}
+	} else if (!strcmp(cmd, "log-kv")) {        /* VALUE: how log.c writes name=VALUE */
+		log_info("unit", "name=%s quoted=\"%s\" pair=\"%s: %s\" n=%d", argv[2], argv[2], "x y",
+			 argv[2], 7);
 	} else if (!strcmp(cmd, "ndjson")) {        /* stdin, CAP -> one line per frame */
 		struct ndjson n;
 		ndjson_init(&n, strtoul(argv[2], NULL, 0));
@@ -187,15 +217,16 @@ int main(int argc, char **argv)
 		int lfd = sock_listen_unix(argv[2], 0600, -1, err);
 		if (lfd < 0)
 			return printf("error: %s\n", err), 1;
-		struct http_server *srv = http_server_new(l, lfd, echo_handler, l);
+		struct conn_pool *pool = conn_pool_new(l, 64 << 20, 64 << 20);
+		struct http_server *srv = http_server_new(pool, lfd, NULL, echo_handler, l);
 		int sigs[] = {SIGTERM, SIGINT};
 		loop_signals(l, sigs, 2, stop_on_signal, NULL);
 		FILE *f = fopen(argv[3], "w");
 		fputs("ready\n", f);
 		fclose(f);
 		loop_run(l);
-		http_server_free(srv);
-		close(lfd);
+		http_server_free(srv);   /* closes lfd */
+		conn_pool_free(pool);
 		loop_free(l);
 	} else if (!strcmp(cmd, "http-call")) {     /* SOCK METHOD PATH [BODY] */
 		int status = 0;
