@@ -195,3 +195,16 @@ EOF2
 	TOKEN=x run -1 stereo-host --tcp "$MADDR" metadata set-secret a.b --from-env TOKEN
 	assert_output --partial 'invalid secret name'
 }
+
+@test "the metadata listener applies the control plane's peer rules: a local TCP peer is refused without --allow-local-peers" {
+	stereod --listen-mode tcp --listen 127.0.0.1:0 --root "$R" --ready-fd 3 --allow-disk-secrets \
+		--metadata-listen-mode tcp --metadata-listen 127.0.0.1:0 3>"$BATS_TEST_TMPDIR/ready" 2>>"$LOG" &
+	STEREOD_PID=$!
+	wait_ready
+	wait_file "$LOG" 'msg="guest metadata listening"'
+	MADDR=$(sed -n 's/.*msg="guest metadata listening" addr=\([^ ]*\).*/\1/p' "$LOG" | tail -1)
+	run md <<<'{"op":"set_env","id":"x","env":{"A":"1"}}'
+	refute_output --partial '"ok":true'
+	wait_file "$LOG" 'msg="refused a connection" server=metadata'
+	[ ! -e "$ENVF" ]
+}
