@@ -46,7 +46,8 @@ struct conn {
 };
 
 struct conn_defer {
-	struct conn *c;
+	struct conn *c;             /* NULL once the connection is gone */
+	max_align_t user[];         /* the protocol's fields */
 };
 
 struct conn_server {
@@ -54,11 +55,11 @@ struct conn_server {
 	const struct conn_ops *ops;
 	struct conn_limits lim;
 	conn_allow_fn allow;
-	void *ctx;
 	int lfd;
 	struct conn *conns;
 	int nconns;
 	uint64_t sweep, accept_timer;
+	max_align_t ctx[];          /* the protocol's server state */
 };
 
 struct conn_pool {
@@ -86,6 +87,8 @@ static void reap(struct loop *l, void *ctx)
 	while (p->dead) {
 		struct conn *c = p->dead;
 		p->dead = c->next_dead;
+		buf_wipe(&c->in);
+		buf_free(&c->out);
 		free(c);
 	}
 }
@@ -109,7 +112,11 @@ void *conn_priv(struct conn *c) { return c->priv; }
 struct conn *conn_of_priv(void *priv) { return (struct conn *)((char *)priv - offsetof(struct conn, priv)); }
 struct conn_server *conn_server(struct conn *c) { return c->s; }
 void *conn_ctx(struct conn *c) { return c->s->ctx; }
-void *conn_server_ctx(const struct conn_server *s) { return s->ctx; }
+void *conn_server_ctx(struct conn_server *s) { return s->ctx; }
+struct conn_server *conn_server_of(void *ctx)
+{
+	return (struct conn_server *)((char *)ctx - offsetof(struct conn_server, ctx));
+}
 int conn_server_count(const struct conn_server *s) { return s->nconns; }
 enum conn_state conn_state(const struct conn *c) { return c->state; }
 int conn_fd(const struct conn *c) { return c->fd; }
@@ -153,10 +160,14 @@ void conn_close(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->nconns--;
-	buf_wipe(&c->in);     /* requests may hold secrets */
-	buf_free(&c->out);
-	c->off = 0;
-	account(c);
+	p->in -= c->counted_in;
+	p->out -= c->counted_out;
+	c->counted_in = c->counted_out = 0;
+	if (!c->dispatching) {   /* else the handler still holds its line: reap() frees */
+		buf_wipe(&c->in);     /* requests may hold secrets */
+		buf_free(&c->out);
+		c->off = 0;
+	}
 	c->next_dead = p->dead;
 	p->dead = c;
 	if (!p->reaper)
@@ -298,12 +309,13 @@ static void dispatch(struct conn *c)
 		char *in = c->in.p ? c->in.p + c->off : p->scratch;
 		in[pending(c)] = 0;   /* buf keeps a spare byte */
 		size_t n = c->s->ops->dispatch(c, in, pending(c), c->peer_eof);
+		if (c->state == CONN_CLOSED)
+			break;   /* closed by its own handler (a push to a subscriber that does not read) */
 		if (!n) {
 			c->want_input = c->state == CONN_OPEN;
 			break;
 		}
-		if (c->state != CONN_CLOSED)
-			consume(c, n);
+		consume(c, n);
 		p->out = p->out - c->counted_out + c->out.len;
 		c->counted_out = c->out.len;
 	}
@@ -417,23 +429,29 @@ static void on_conn(struct loop *l, int fd, uint32_t events, void *ctx)
 
 /* ---- deferred replies ------------------------------------------------------------------ */
 
-struct conn_defer *conn_defer(struct conn *c)
+void *conn_defer(struct conn *c, size_t size)
 {
 	if (c->state != CONN_OPEN || c->defer)
 		return NULL;
-	struct conn_defer *d = calloc(1, sizeof *d);
+	struct conn_defer *d = calloc(1, sizeof *d + size);
 	if (!d)
 		return NULL;
 	d->c = c;
 	c->defer = d;
 	c->state = CONN_WAITING;
-	return d;
+	return d->user;
 }
 
-struct conn *conn_defer_conn(struct conn_defer *d) { return d->c; }
-
-void conn_defer_done(struct conn_defer *d)
+static struct conn_defer *defer_of(void *user)
 {
+	return (struct conn_defer *)((char *)user - offsetof(struct conn_defer, user));
+}
+
+struct conn *conn_defer_conn(void *user) { return defer_of(user)->c; }
+
+void conn_defer_done(void *user)
+{
+	struct conn_defer *d = defer_of(user);
 	struct conn *c = d->c;
 	free(d);
 	if (!c)
@@ -590,12 +608,14 @@ static void on_accept(struct loop *l, int fd, uint32_t events, void *ctx)
 }
 
 struct conn_server *conn_server_new(struct conn_pool *p, int lfd, const struct conn_ops *ops,
-				    const struct conn_limits *lim, conn_allow_fn allow, void *ctx)
+				    const struct conn_limits *lim, conn_allow_fn allow,
+				    const void *ctx, size_t ctx_size)
 {
-	struct conn_server *s = calloc(1, sizeof *s);
+	struct conn_server *s = calloc(1, sizeof *s + ctx_size);
 	if (!s)
 		return NULL;
-	*s = (struct conn_server){.p = p, .ops = ops, .lim = *lim, .allow = allow, .ctx = ctx, .lfd = lfd};
+	*s = (struct conn_server){.p = p, .ops = ops, .lim = *lim, .allow = allow, .lfd = lfd};
+	memcpy(s->ctx, ctx, ctx_size);
 	if (loop_add(p->l, lfd, EPOLLIN, on_accept, s)) {
 		free(s);
 		return NULL;

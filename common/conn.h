@@ -67,12 +67,16 @@ size_t conn_pool_in(const struct conn_pool *p);    /* bytes of unfinished input 
 size_t conn_pool_out(const struct conn_pool *p);   /* bytes of output not sent yet */
 
 /* allow: the peer check at accept time (NULL = everyone); false = logged by it, closed,
- * never dispatched. Owns listen_fd. */
+ * never dispatched. The server keeps a copy of ctx[0..ctx_size) (the protocol's server
+ * state): conn_ctx(c) and conn_server_ctx(s) point to it, conn_server_of(ctx) goes back.
+ * Owns listen_fd. */
 typedef bool (*conn_allow_fn)(const struct sockaddr *sa, socklen_t len, void *ctx);
 struct conn_server *conn_server_new(struct conn_pool *p, int listen_fd, const struct conn_ops *ops,
-				    const struct conn_limits *lim, conn_allow_fn allow, void *ctx);
+				    const struct conn_limits *lim, conn_allow_fn allow,
+				    const void *ctx, size_t ctx_size);
 void conn_server_free(struct conn_server *s);
-void *conn_server_ctx(const struct conn_server *s);
+void *conn_server_ctx(struct conn_server *s);
+struct conn_server *conn_server_of(void *ctx);
 int conn_server_count(const struct conn_server *s);
 /* Visit every connection (fn may close the one it is given). */
 void conn_server_each(struct conn_server *s, void (*fn)(struct conn *c, void *arg), void *arg);
@@ -90,11 +94,11 @@ void conn_flush(struct conn *c);
 void conn_end(struct conn *c);
 void conn_close(struct conn *c);
 
-/* Deferred replies: conn_defer() (inside dispatch) pauses c; conn_defer_conn() is c, or NULL
- * when it was closed meanwhile; conn_defer_done() frees d and resumes c, which answers the
- * requests that waited. NULL when out of memory. */
-struct conn_defer;
-struct conn_defer *conn_defer(struct conn *c);
-struct conn *conn_defer_conn(struct conn_defer *d);
-void conn_defer_done(struct conn_defer *d);
+/* Deferred replies: conn_defer(c, size) (inside dispatch) pauses c and returns a zeroed area
+ * of size bytes for the protocol's own fields (NULL when out of memory); conn_defer_conn(d)
+ * is c, or NULL when it was closed meanwhile; conn_defer_done(d) frees d and resumes c, which
+ * answers the requests that waited. */
+void *conn_defer(struct conn *c, size_t size);
+struct conn *conn_defer_conn(void *d);
+void conn_defer_done(void *d);
 #endif

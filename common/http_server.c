@@ -14,14 +14,12 @@ struct http_conn {
 	size_t need;          /* once a head is parsed: head + body bytes of that request */
 };
 
-struct http_server {
+struct http_server {          /* kept by the connection layer: conn_ctx() */
 	http_handler h;
 	void *ctx;
-	struct conn_server *cs;
 };
 
-struct http_defer {
-	struct conn_defer *cd;
+struct http_defer {            /* allocated by conn_defer */
 	bool close_after;
 };
 
@@ -66,14 +64,9 @@ int http_conn_peer_uid(struct http_conn *c) { return c->uid; }
 
 struct http_defer *http_defer(struct http_conn *c)
 {
-	struct http_defer *d = calloc(1, sizeof *d);
+	struct http_defer *d = conn_defer(conn_of_priv(c), sizeof *d);
 	if (!d)
 		return NULL;
-	d->cd = conn_defer(conn_of_priv(c));
-	if (!d->cd) {
-		free(d);
-		return NULL;
-	}
 	d->close_after = c->close_after;
 	c->replied = true;   /* the reply is the defer's now */
 	return d;
@@ -81,7 +74,7 @@ struct http_defer *http_defer(struct http_conn *c)
 
 void http_defer_reply(struct http_defer *d, int status, const char *body, size_t len)
 {
-	struct conn *c = conn_defer_conn(d->cd);
+	struct conn *c = conn_defer_conn(d);
 	if (c) {
 		struct http_conn *h = conn_priv(c);
 		h->replied = false;
@@ -90,8 +83,7 @@ void http_defer_reply(struct http_defer *d, int status, const char *body, size_t
 		if (h->close_after)
 			conn_end(c);
 	}
-	conn_defer_done(d->cd);   /* serves the requests that waited */
-	free(d);
+	conn_defer_done(d);   /* frees d, serves the requests that waited */
 }
 
 void http_defer_json(struct http_defer *d, int status, const struct buf *json)
@@ -200,22 +192,14 @@ static const struct conn_ops http_ops = {
 struct http_server *http_server_new(struct conn_pool *pool, int lfd, const struct conn_limits *lim,
 				    http_handler h, void *ctx)
 {
-	struct http_server *s = calloc(1, sizeof *s);
-	if (!s)
-		return NULL;
-	*s = (struct http_server){.h = h, .ctx = ctx};
-	s->cs = conn_server_new(pool, lfd, &http_ops, lim ? lim : &http_default_limits, NULL, s);
-	if (!s->cs) {
-		free(s);
-		return NULL;
-	}
-	return s;
+	struct http_server init = {.h = h, .ctx = ctx};
+	struct conn_server *cs = conn_server_new(pool, lfd, &http_ops, lim ? lim : &http_default_limits,
+						 NULL, &init, sizeof init);
+	return cs ? conn_server_ctx(cs) : NULL;
 }
 
 void http_server_free(struct http_server *s)
 {
-	if (!s)
-		return;
-	conn_server_free(s->cs);
-	free(s);
+	if (s)
+		conn_server_free(conn_server_of(s));
 }

@@ -83,15 +83,15 @@ esac
 # 5 s from user space; a boot writes about 25.
 cmdline="console=ttyS0 quiet panic=-1 cryptomgr.notests noreplace-smp printk.devkmsg=on"
 cmdline="$cmdline ip=10.0.2.15::10.0.2.2:255.255.255.0:stereo:eth0:off"
-# stereod never serves TCP unasked: the host reaches it through the forwarded TCP port, so ask
-# (its peer is QEMU's gateway 10.0.2.2, not a local address: no --allow-local-peers needed).
-cmdline="$cmdline stereod.listen=tcp"
 [ -n "$append" ] && cmdline="$cmdline $append"
 
 vsock=""
 if [ -c /dev/vhost-vsock ] && [ -w /dev/vhost-vsock ]; then
 	vsock="-device vhost-vsock-pci,guest-cid=${STEREO_VM_CID:-3}"
 fi
+# stereod never serves TCP unasked: without vsock the host reaches it through the forwarded TCP
+# port, so the command line asks (its peer is QEMU's gateway 10.0.2.2, not a local address).
+[ -z "$vsock" ] && cmdline="$cmdline stereod.listen=tcp"
 
 echo "vm: $accel, ${bios:+$(basename "${bios#-bios }"), }kernel $(cat "$kdir/release" 2>/dev/null), image $image ($(wc -c < "$image") bytes)" >&2
 echo "vm: reach the guest with: stereo-host --tcp 127.0.0.1:$port wait-ready" >&2

@@ -18,11 +18,10 @@ struct nconn {
 	bool hello;                 /* said hello (ours): shown our states, degraded included */
 };
 
-struct ndjson_server {
+struct ndjson_server {        /* kept by the connection layer: conn_ctx() */
 	struct stereod *d;
 	const struct ndjson_proto *proto;
 	void *ctx;
-	struct conn_server *cs;
 };
 
 struct buf *ndjson_out(struct nconn *c) { return conn_out(conn_of_priv(c)); }
@@ -89,60 +88,42 @@ static bool nd_allow(const struct sockaddr *sa, socklen_t len, void *ctx)
 struct ndjson_server *ndjson_server_new(struct stereod *d, int lfd, const struct ndjson_proto *proto,
 					void *ctx)
 {
-	struct ndjson_server *s = calloc(1, sizeof *s);
-	if (!s)
-		return NULL;
-	*s = (struct ndjson_server){.d = d, .proto = proto, .ctx = ctx};
 	struct conn_limits lim = {
 		.max_conns = NDJSON_MAX_CONNS, .out_high = NDJSON_OUT_HIGH,
-		.line_timeout_ms = d->line_timeout_ms, .idle_ms = 0,
-		.stall_ms = CONN_STALL_MS, .drain_ms = CONN_DRAIN_MS,
+		.line_timeout_ms = d->line_timeout_ms, .stall_ms = CONN_STALL_MS, .drain_ms = CONN_DRAIN_MS,
 	};
-	s->cs = conn_server_new(d->pool, lfd, &nd_ops, &lim, nd_allow, s);
-	if (!s->cs) {
-		free(s);
-		return NULL;
-	}
-	return s;
+	struct ndjson_server init = {.d = d, .proto = proto, .ctx = ctx};
+	struct conn_server *cs = conn_server_new(d->pool, lfd, &nd_ops, &lim, nd_allow, &init, sizeof init);
+	return cs ? conn_server_ctx(cs) : NULL;
 }
 
 void ndjson_server_free(struct ndjson_server *s)
 {
-	if (!s)
-		return;
-	conn_server_free(s->cs);
-	free(s);
+	if (s)
+		conn_server_free(conn_server_of(s));
 }
 
 /* ---- deferred replies -------------------------------------------------------------------- */
 
 struct defer *ndjson_defer(struct nconn *c)
 {
-	struct defer *d = calloc(1, sizeof *d);
-	if (!d)
-		return NULL;
-	d->cd = conn_defer(conn_of_priv(c));
-	if (!d->cd) {
-		free(d);
-		return NULL;
-	}
-	d->d = ndjson_daemon(c);
+	struct defer *d = conn_defer(conn_of_priv(c), sizeof *d);
+	if (d)
+		d->d = ndjson_daemon(c);
 	return d;
 }
 
 struct buf *defer_out(struct defer *d)
 {
-	struct conn *c = conn_defer_conn(d->cd);
+	struct conn *c = conn_defer_conn(d);
 	return c ? conn_out(c) : NULL;
 }
 
 void defer_end(struct defer *d)
 {
-	struct conn_defer *cd = d->cd;
 	buf_free(&d->id);
 	buf_free(&d->type);
-	free(d);
-	conn_defer_done(cd);   /* answers the lines that waited, then reads again */
+	conn_defer_done(d);   /* frees d, answers the lines that waited, then reads again */
 }
 
 void defer_line(struct defer *d, const char *line, size_t len)
@@ -196,7 +177,7 @@ void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const cha
 	jw_obj_end(&w);
 	buf_putc(&line, '\n');
 	struct push p = {&line};
-	conn_server_each(s->cs, push_one, &p);
+	conn_server_each(conn_server_of(s), push_one, &p);
 	buf_free(&line);
 }
 
@@ -219,6 +200,6 @@ static void close_stale(struct conn *c, void *arg)
 int ndjson_close_stale(struct ndjson_server *s, struct nconn *keep)
 {
 	struct stale st = {keep, 0};
-	conn_server_each(s->cs, close_stale, &st);
+	conn_server_each(conn_server_of(s), close_stale, &st);
 	return st.n;
 }

@@ -165,8 +165,7 @@ struct defer *ndjson_defer(struct nconn *c);              /* NULL when out of me
 void defer_line(struct defer *d, const char *json, size_t len);
 /* The parts of a deferred reply (opaque to handlers): defer_out is the connection's output,
  * NULL once it is gone; defer_end frees d and resumes the connection. */
-struct defer {
-	struct conn_defer *cd;
+struct defer {                /* allocated by conn_defer (common/conn.c) */
 	struct stereod *d;
 	struct buf id, type;      /* the request's, for reply_defer */
 };
