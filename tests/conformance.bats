@@ -2,8 +2,8 @@
 # conformance.bats - replays the cases recorded from the real upstream stereosd (request bytes,
 # reply bytes, file and command effects) against the built stereod, in the kit's throw-away
 # namespace sandbox, and fails on any case that differs and is not listed, with its reason,
-# in tests/conformance-differences.txt. The kit lives beside the repository
-# (../shared/conformance/stereosd/); it is only read.
+# in tests/conformance-differences.txt. The kit is not part of this repository: it is looked
+# for beside the checkout (KIT below) or named by STEREO_CONFORMANCE_KIT, and only read.
 
 load helpers
 
