@@ -58,6 +58,8 @@ int secrets_setup(struct stereod *d, char *err)
 				return errf(err, "opening %s: %s", d->secrets_dir, strerror(errno));
 		}
 	}
+	d->umask = umask(022);
+	umask(d->umask);
 	d->secrets_fd = fd;
 	d->secrets_on_tmpfs = on_tmpfs(fd);
 	int swept = atomic_tmp_sweep(fd);   /* left by a writer killed mid-write */
@@ -134,10 +136,9 @@ int secrets_inject(struct stereod *d, const struct secret_req *r, char *err)
 	if (!d->secrets_on_tmpfs && !d->allow_disk_secrets)
 		return errf(err, "refusing to write a secret to persistent storage: %s is not a tmpfs "
 			    "(--allow-disk-secrets allows it)", d->secrets_dir);
-	/* The process umask applies, as it does to upstream's os.WriteFile (0666 -> 0644). */
-	mode_t mask = umask(0);
-	umask(mask);
-	mode_t mode = (r->mode ? (mode_t)r->mode : 0600) & ~mask;
+	/* The process umask applies, as it does to upstream's os.WriteFile (0666 -> 0644); read
+	 * once at start-up (umask(2) is process-wide: no umask(0) window while others create). */
+	mode_t mode = (r->mode ? (mode_t)r->mode : 0600) & ~d->umask;
 	int rc = atomic_write_at(d->secrets_fd, name, r->value.p ? r->value.p : "", r->value.len,
 				 mode, (uid_t)-1, (gid_t)-1);
 	if (rc)

@@ -56,6 +56,7 @@ struct stereod {
 	bool agentd_seen, agentd_down_logged;
 	int secrets_fd;              /* the secrets directory, opened once it is set up */
 	bool secrets_on_tmpfs, secrets_mounted;
+	mode_t umask;                /* the process umask at start: applied to secret modes */
 	struct mount_entry mounts[MOUNTS_MAX];
 	size_t nmounts;
 	bool shutting_down;
