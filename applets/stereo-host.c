@@ -771,18 +771,6 @@ static int cmd_snapshot_abort(int argc, char **argv)
 	return snapshot_request("snapshot-abort", "snapshot_abort", &p);
 }
 
-static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void b64_encode(struct buf *b, const unsigned char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = s[i] << 16 | (i + 1 < n ? s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
-		char q[4] = {b64_chars[v >> 18], b64_chars[v >> 12 & 63],
-			     i + 1 < n ? b64_chars[v >> 6 & 63] : '=', i + 2 < n ? b64_chars[v & 63] : '='};
-		buf_append(b, q, 4);
-	}
-}
-
 /* The host's wall clock and 64 bytes from getrandom: what a restored guest lacks. */
 static int cmd_restored(int argc, char **argv)
 {
@@ -803,7 +791,7 @@ static int cmd_restored(int argc, char **argv)
 	clock_gettime(CLOCK_REALTIME, &now);
 	buf_printf(&p, "{\"wall_clock_ns\":%lld,\"entropy_b64\":\"",
 		   (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
-	b64_encode(&p, rnd, sizeof rnd);
+	base64_encode(rnd, sizeof rnd, &p);
 	explicit_bzero(rnd, sizeof rnd);
 	buf_putc(&p, '"');
 	if (o.generation >= 0)
