@@ -40,6 +40,13 @@ config STEREO_HOST
 	                                 after a restore: send this host's time and 64
 	                                 random bytes (and the rest), print each step
 	    metrics [--json]             cpu, memory, disk, load, pressure, generation
+	    metadata ping                microvm-runtime's guest metadata listener
+	                                 (vsock port 5555 unless a port is given)
+	    metadata set-env K=V...      set variables in the guest's env file; K=
+	                                 deletes K; other keys are left as they are
+	    metadata set-secret NAME [--from-file F | --from-env VAR]
+	                                 write a secret (any bytes; from F, VAR or
+	                                 stdin, never argv; base64 on the wire)
 
 	  Address: --tcp HOST:PORT, --vsock CID[:PORT] (CID 3, port 1024 by default),
 	  --uds PATH[:PORT] (hybrid vsock: the Unix socket Firecracker or Cloud
@@ -764,18 +771,6 @@ static int cmd_snapshot_abort(int argc, char **argv)
 	return snapshot_request("snapshot-abort", "snapshot_abort", &p);
 }
 
-static const char b64_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void b64_encode(struct buf *b, const unsigned char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i += 3) {
-		unsigned v = s[i] << 16 | (i + 1 < n ? s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
-		char q[4] = {b64_chars[v >> 18], b64_chars[v >> 12 & 63],
-			     i + 1 < n ? b64_chars[v >> 6 & 63] : '=', i + 2 < n ? b64_chars[v & 63] : '='};
-		buf_append(b, q, 4);
-	}
-}
-
 /* The host's wall clock and 64 bytes from getrandom: what a restored guest lacks. */
 static int cmd_restored(int argc, char **argv)
 {
@@ -796,7 +791,7 @@ static int cmd_restored(int argc, char **argv)
 	clock_gettime(CLOCK_REALTIME, &now);
 	buf_printf(&p, "{\"wall_clock_ns\":%lld,\"entropy_b64\":\"",
 		   (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
-	b64_encode(&p, rnd, sizeof rnd);
+	base64_encode(rnd, sizeof rnd, &p);
 	explicit_bzero(rnd, sizeof rnd);
 	buf_putc(&p, '"');
 	if (o.generation >= 0)
@@ -852,6 +847,149 @@ static int cmd_metrics(int argc, char **argv)
 	return rc ? host_fail(rc, "metrics", err) : EXIT_OK;
 }
 
+/* ---- the guest metadata protocol (microvm-runtime; docs/stereod.md) -------------------- */
+#define METADATA_PORT 5555
+
+/* Send one {"op":...,"id":ID,...} line (body: the fields after the id, without braces) to the
+ * metadata listener and check its {"id":ID,"ok":...} reply. The line is wiped afterwards. */
+static int md_call(const char *cmd, const char *op, struct buf *body)
+{
+	char err[ERRBUF], e[ERRBUF], id[40];
+	unsigned char r[16];
+	if (getrandom(r, sizeof r, 0) != sizeof r)
+		return host_fail(EXIT_FAIL, cmd, "no random bytes for the request id");
+	r[6] = (r[6] & 0x0f) | 0x40;   /* a version 4 UUID, as the host library sends */
+	r[8] = (r[8] & 0x3f) | 0x80;
+	snprintf(id, sizeof id, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
+		 r[14], r[15]);
+	struct buf line = {0};
+	buf_reserve(&line, (body ? body->len : 0) + 128);   /* no realloc: no stray copies */
+	buf_printf(&line, "{\"op\":\"%s\",\"id\":\"%s\"", op, id);
+	if (body && body->len) {
+		buf_putc(&line, ',');
+		buf_append(&line, body->p, body->len);
+	}
+	buf_puts(&line, "}\n");
+	if (body)
+		buf_wipe(body);
+	struct hostaddr a = o.addr;   /* vsock and --uds: port 5555 unless a port was named */
+	if (a.kind != HOSTADDR_TCP && !a.port_given)
+		a.port = METADATA_PORT;
+	enum hostaddr_fail why;
+	int rc = RC_OK, fd = hostaddr_connect(&a, o.connect_timeout_ms, &why, e);
+	if (fd < 0)
+		rc = seterr(err, RC_CONN, "%s", e);
+	else if (write_all(fd, line.p, line.len))
+		rc = seterr(err, RC_CONN, "sending %s: %s", op, strerror(errno));
+	buf_wipe(&line);
+	struct ndjson in;
+	ndjson_init(&in, NDJSON_MAX_LINE);
+	char *l = NULL;
+	size_t len = 0;
+	int64_t deadline = now_ms() + o.timeout_ms;
+	while (!rc) {
+		int got = ndjson_line(&in, &l, &len);
+		if (got > 0)
+			break;
+		int left = (int)(deadline - now_ms());
+		if (got < 0 || left <= 0) {
+			rc = seterr(err, got < 0 ? RC_NO : RC_CONN, got < 0 ? "reply too long" : "timed out waiting for a reply");
+			break;
+		}
+		int w = fd_wait(fd, POLLIN, left);
+		ssize_t n = w <= 0 ? (w < 0 ? w : -EAGAIN) : ndjson_fill(&in, fd);
+		if (n == 0)
+			rc = seterr(err, RC_CONN, "connection closed by the guest");
+		else if (n < 0 && n != -EAGAIN && n != -EINTR)
+			rc = seterr(err, RC_CONN, "reading: %s", strerror((int)-n));
+	}
+	struct json j = {0};
+	bool ok = false;
+	char rid[40] = "", gerr[ERRBUF] = "";
+	if (!rc && json_parse(&j, l, len, true, e))
+		rc = seterr(err, RC_NO, "malformed reply: %s", e);
+	if (!rc) {
+		int okt = json_get(&j, 0, "ok");
+		cli_json_str(&j, 0, "id", rid, sizeof rid);
+		if (okt < 0 || json_bool(&j, okt, &ok))
+			rc = seterr(err, RC_NO, "reply without ok");
+		else if (!ok) {
+			if (cli_json_str(&j, 0, "error", gerr, sizeof gerr) || !*gerr)
+				snprintf(gerr, sizeof gerr, "refused");
+			rc = seterr(err, RC_NO, "%s", gerr);
+		} else if (strcmp(rid, id))
+			rc = seterr(err, RC_NO, "reply for id '%s' while waiting for %s", rid, id);
+		json_free(&j);
+	}
+	ndjson_free(&in);
+	if (fd >= 0)
+		close(fd);
+	if (rc)
+		return host_fail(rc, cmd, err);
+	if (o.json)
+		printf("{\"ok\":true,\"id\":\"%s\"}\n", id);
+	return EXIT_OK;
+}
+
+static int cmd_md_ping(int argc, char **argv)
+{
+	int rc = md_call("metadata ping", "ping", NULL);
+	if (!rc && !o.json)
+		printf("ok\n");
+	return rc;
+}
+
+static int cmd_md_set_env(int argc, char **argv)
+{
+	struct buf b = {0};
+	buf_puts(&b, "\"env\":{");
+	for (int i = 0; i < argc; i++) {
+		const char *eq = strchr(argv[i], '=');
+		if (!eq || eq == argv[i]) {
+			buf_free(&b);
+			return usage_error("metadata set-env: '%s' is not KEY=VALUE (KEY= deletes KEY)", argv[i]);
+		}
+		if (i)
+			buf_putc(&b, ',');
+		json_quote(&b, argv[i], eq - argv[i]);
+		buf_putc(&b, ':');
+		json_quote(&b, eq + 1, strlen(eq + 1));
+	}
+	buf_putc(&b, '}');
+	return md_call("metadata set-env", "set_env", &b);
+}
+
+static int cmd_md_set_secret(int argc, char **argv)
+{
+	const char *name = argv[0];
+	char err[ERRBUF];
+	struct buf v = {0}, b = {0};
+	prctl(PR_SET_DUMPABLE, 0);   /* the value must not end up in a core dump */
+	if (o.from_env) {
+		char *e = getenv(o.from_env);
+		if (!e)
+			return host_fail(EXIT_USAGE, "metadata set-secret", "the variable named by --from-env is not set");
+		size_t n = strlen(e);
+		buf_reserve(&v, n + 1);
+		buf_append(&v, e, n);
+		explicit_bzero(e, n);   /* /proc/PID/environ reads this memory */
+	} else if (!o.from_file && isatty(0)) {
+		return host_fail(EXIT_USAGE, "metadata set-secret", CLI_TTY_SECRET);
+	} else if (cli_read_input(o.from_file ? o.from_file : "-", &v, MAX_INPUT / 4 * 3, err)) {
+		buf_wipe(&v);
+		return host_fail(EXIT_FAIL, "metadata set-secret", err);
+	}
+	buf_reserve(&b, v.len / 3 * 4 + 4 + strlen(name) * 6 + 64);   /* no realloc */
+	buf_puts(&b, "\"name\":");
+	json_quote(&b, name, strlen(name));
+	buf_puts(&b, ",\"value_b64\":\"");
+	base64_encode(v.p ? v.p : "", v.len, &b);
+	buf_putc(&b, '"');
+	buf_wipe(&v);
+	return md_call("metadata set-secret", "set_secret", &b);
+}
+
 /* ---- dispatch ------------------------------------------------------------------------- */
 /* Option letters a command accepts after its name besides --json and --timeout: i --interval,
  * m --mode, f --from-file, e --from-env, t --type, r --ro, c --count, F --freeze,
@@ -876,6 +1014,9 @@ static const struct cmd {
 	{"snapshot-abort", NULL, cmd_snapshot_abort, "", 0, 0},
 	{"restored", NULL, cmd_restored, "gHMN", 0, 0},
 	{"metrics", NULL, cmd_metrics, "", 0, 0},
+	{"metadata", "ping", cmd_md_ping, "", 0, 0},
+	{"metadata", "set-env", cmd_md_set_env, "", 1, 1024},
+	{"metadata", "set-secret", cmd_md_set_secret, "fe", 1, 1},
 };
 
 static const struct option global_opts[] = {

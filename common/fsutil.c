@@ -1,5 +1,6 @@
 /* fsutil.c - atomic writes and symlink-refusing opens (see fsutil.h). */
 #include "common/stereo.h"
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/random.h>
@@ -35,15 +36,16 @@ int fd_set_nonblock(int fd, int on)
 int atomic_write_at(int dirfd, const char *name, const void *data, size_t len,
 		    mode_t mode, uid_t uid, gid_t gid)
 {
-	char tmp[300];
+	/* The temp name does not grow with the name: any name up to NAME_MAX can be written. */
+	char tmp[sizeof ATOMIC_TMP_PREFIX + 16];
 	unsigned long long rnd = 0;
 	int fd = -1, rc;
-	if (strlen(name) > 200)
+	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
 	for (int tries = 0; tries < 16; tries++) {
 		if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd)
 			rnd ^= (unsigned long long)now_ms() * 2654435761ULL + getpid() + tries;
-		snprintf(tmp, sizeof tmp, ".%s.tmp-%012llx", name, rnd & 0xffffffffffffULL);
+		snprintf(tmp, sizeof tmp, ATOMIC_TMP_PREFIX "%012llx", rnd & 0xffffffffffffULL);
 		fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd >= 0 || errno != EEXIST)
 			break;
@@ -77,6 +79,25 @@ fail:
 		close(fd);
 	unlinkat(dirfd, tmp, 0);
 	return rc;
+}
+
+int atomic_tmp_sweep(int dirfd)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(dir)))
+		if (!strncmp(e->d_name, ATOMIC_TMP_PREFIX, strlen(ATOMIC_TMP_PREFIX)) &&
+		    !unlinkat(dirfd, e->d_name, 0))
+			n++;
+	closedir(dir);
+	return n;
 }
 
 int atomic_write(const char *path, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid)

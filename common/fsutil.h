@@ -7,9 +7,14 @@
 #include <sys/types.h>
 #include "common/buf.h"
 
-/* Replace dirfd/name with data atomically. uid/gid (uid_t)-1 keep the caller's. */
+/* Replace dirfd/name with data atomically. uid/gid (uid_t)-1 keep the caller's. The temp file
+ * is ATOMIC_TMP_PREFIX + 12 hex digits in the same directory, whatever the name's length. */
+#define ATOMIC_TMP_PREFIX ".stereo-tmp-"
 int atomic_write_at(int dirfd, const char *name, const void *data, size_t len,
 		    mode_t mode, uid_t uid, gid_t gid);
+/* Remove the temp files a killed writer left in dirfd (a kill -9 between create and rename):
+ * how many were removed, or -errno. Call at start-up, before any writer runs. */
+int atomic_tmp_sweep(int dirfd);
 int atomic_write(const char *path, const void *data, size_t len, mode_t mode, uid_t uid, gid_t gid);
 /* openat(dirfd, name) of a directory, refusing a symlink at name. */
 int open_dir_nofollow(int dirfd, const char *name);

@@ -3,6 +3,7 @@
  * unescaping (\uXXXX with surrogate pairs), and the writer. */
 #define JSON_IMPL
 #include "common/stereo.h"
+#include <ctype.h>
 #include <math.h>
 
 /* ---- validator ------------------------------------------------------------------------ */
@@ -551,3 +552,339 @@ void jw_raw(struct jw *w, const char *json, size_t n) { jw_sep(w); buf_append(w-
 void jw_kstr(struct jw *w, const char *k, const char *v) { jw_key(w, k); jw_str(w, v); }
 void jw_kint(struct jw *w, const char *k, long long v) { jw_key(w, k); jw_int(w, v); }
 void jw_kbool(struct jw *w, const char *k, bool v) { jw_key(w, k); jw_bool(w, v); }
+
+/* ---- Go encoding/json compatibility ----------------------------------------------------
+ * stereosd decodes requests with Go's encoding/json; a drop-in must find the same fields and
+ * refuse with the same words. What Go does (documented at pkg.go.dev/encoding/json,
+ * "Unmarshal"): a key selects the field with exactly that name, else the field whose name
+ * matches case-insensitively; a later duplicate overwrites an earlier one. With field names
+ * that differ in more than case, that is: the last key equal to the name ignoring ASCII case.
+ * (Go also folds the Kelvin sign and the long s; we do not.) */
+
+static bool key_fold_eq(const struct json *j, int i, const char *key)
+{
+	const jsmntok_t *t = &j->tok[i];
+	const char *s = j->s + t->start;
+	size_t n = t->end - t->start, kn = strlen(key);
+	struct buf un = {0};
+	bool eq = false;
+	if (t->type != JSMN_STRING)
+		return false;
+	if (memchr(s, '\\', n)) {   /* an escaped key is matched by what it means */
+		char err[ERRBUF];
+		if (n > 6 * kn + 6 || json_unescape(s, n, &un, JSON_STR_ANY, err)) {
+			buf_free(&un);
+			return false;
+		}
+		s = un.p ? un.p : "";
+		n = un.len;
+	}
+	if (n == kn) {
+		eq = true;
+		for (size_t k = 0; k < n && eq; k++) {
+			unsigned char a = s[k], b = key[k];
+			if (a >= 'A' && a <= 'Z') a += 32;
+			if (b >= 'A' && b <= 'Z') b += 32;
+			eq = a == b;
+		}
+	}
+	buf_free(&un);
+	return eq;
+}
+
+int json_get_fold(const struct json *j, int obj, const char *key)
+{
+	if (json_kind(j, obj) != JSON_OBJECT)
+		return -1;
+	int n = j->tok[obj].size, i = obj + 1, found = -1;
+	for (int k = 0; k < n; k++) {
+		if (key_fold_eq(j, i, key))
+			found = i + 1;
+		i = json_next(j, i + 1);
+	}
+	return found;
+}
+
+const char *json_go_kind(const struct json *j, int i)
+{
+	switch (json_kind(j, i)) {
+	case JSON_OBJECT: return "object";
+	case JSON_ARRAY: return "array";
+	case JSON_STRING: return "string";
+	case JSON_NUMBER: return "number";
+	case JSON_BOOL: return "bool";
+	default: return "null";
+	}
+}
+
+int json_go_object(const struct json *j, int i, const char *gotype, char *err)
+{
+	enum json_kind k = json_kind(j, i);
+	if (k == JSON_OBJECT || k == JSON_NULL || k == JSON_NONE)
+		return 0;
+	return errf(err, "json: cannot unmarshal %s into Go value of type %s", json_go_kind(j, i), gotype);
+}
+
+static int go_field_err(const struct json *j, int i, const char *what, const char *st,
+			const char *key, const char *type, char *err)
+{
+	return errf(err, "json: cannot unmarshal %s into Go struct field %s.%s of type %s",
+		    what ? what : json_go_kind(j, i), st, key, type);
+}
+
+int json_go_str(const struct json *j, int obj, const char *st, const char *key, struct buf *out, char *err)
+{
+	int i = json_get_fold(j, obj, key);
+	out->len = 0;
+	if (i < 0 || json_kind(j, i) == JSON_NULL)
+		return 0;
+	if (json_kind(j, i) != JSON_STRING)
+		return go_field_err(j, i, NULL, st, key, "string", err);
+	return json_str(j, i, out, JSON_STR_ANY, err);
+}
+
+int json_go_bool(const struct json *j, int obj, const char *st, const char *key, bool *out, char *err)
+{
+	int i = json_get_fold(j, obj, key);
+	if (i < 0 || json_kind(j, i) == JSON_NULL)
+		return 0;
+	if (json_bool(j, i, out))
+		return go_field_err(j, i, NULL, st, key, "bool", err);
+	return 0;
+}
+
+int json_go_uint(const struct json *j, int obj, const char *st, const char *key, int bits,
+		 uint64_t *out, char *err)
+{
+	int i = json_get_fold(j, obj, key);
+	uint64_t v;
+	if (i < 0 || json_kind(j, i) == JSON_NULL)
+		return 0;
+	if (json_kind(j, i) != JSON_NUMBER)
+		return go_field_err(j, i, NULL, st, key, bits == 32 ? "uint32" : "uint64", err);
+	if (json_u64(j, i, &v) || (bits < 64 && v >> bits)) {
+		/* Go names the literal when it is a number that does not fit */
+		const jsmntok_t *t = &j->tok[i];
+		char what[64];
+		snprintf(what, sizeof what, "number %.*s", (int)(t->end - t->start > 48 ? 48 : t->end - t->start),
+			 j->s + t->start);
+		return go_field_err(j, i, what, st, key, bits == 32 ? "uint32" : "uint64", err);
+	}
+	*out = v;
+	return 0;
+}
+
+/* Go's %q of a byte string (strconv.Quote): printable UTF-8 kept, the rest escaped. */
+void go_quote(struct buf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	buf_putc(b, '"');
+	for (size_t i = 0; i < n;) {
+		unsigned char c = s[i];
+		int len = c >= 0x80 ? utf8_len((const unsigned char *)s + i, (const unsigned char *)s + n) : 1;
+		if (c >= 0x80 && len) {
+			/* C1 controls (U+0080..U+009F) and U+00AD are not printable in Go */
+			unsigned cp = len == 2 ? ((c & 0x1f) << 6) | (s[i + 1] & 0x3f) : 0x100;
+			if (cp < 0xa0 || cp == 0xad)
+				buf_printf(b, "\\u%04x", cp);
+			else
+				buf_append(b, s + i, len);
+			i += len;
+			continue;
+		}
+		if (c >= 0x80) {
+			buf_printf(b, "\\x%c%c", hex[c >> 4], hex[c & 15]);
+		} else if (c == '"' || c == '\\') {
+			buf_putc(b, '\\');
+			buf_putc(b, c);
+		} else if (c >= 0x20 && c < 0x7f) {
+			buf_putc(b, c);
+		} else {
+			static const char map[] = "\aa\bb\ff\nn\rr\tt\vv";
+			const char *m = c ? memchr(map, c, sizeof map - 1) : NULL;
+			if (m && ((m - map) & 1) == 0) {
+				buf_putc(b, '\\');
+				buf_putc(b, m[1]);
+			} else {
+				buf_printf(b, "\\x%c%c", hex[c >> 4], hex[c & 15]);
+			}
+		}
+		i++;
+	}
+	buf_putc(b, '"');
+}
+
+/* Go's scanner (encoding/json/scanner.go) error texts for text it refuses: "invalid character
+ * 'x' CONTEXT" or "unexpected end of JSON input". Returns 0 when Go's scanner accepts s (then
+ * our stricter validator refused it for a reason Go does not have: invalid UTF-8, depth). */
+struct gscan {
+	const char *s, *end, *p;
+	char *err;
+};
+
+static int gs_char(struct gscan *g, const char *ctx)
+{
+	if (g->p >= g->end)
+		return errf(g->err, "unexpected end of JSON input");
+	unsigned char c = *g->p;
+	struct buf q = {0};
+	if (c == '\'')
+		buf_puts(&q, "'\\''");
+	else if (c == '"')
+		buf_puts(&q, "'\"'");
+	else {
+		/* strconv.Quote(string(rune(c))): bytes >= 0x80 stand for U+0080..U+00FF */
+		char u[2] = {(char)(0xc0 | (c >> 6)), (char)(0x80 | (c & 0x3f))};
+		go_quote(&q, c < 0x80 ? (const char *)&c : u, c < 0x80 ? 1 : 2);
+		q.p[0] = q.p[q.len - 1] = '\'';
+	}
+	errf(g->err, "invalid character %s %s", buf_cstr(&q), ctx);
+	buf_free(&q);
+	return -1;
+}
+
+static void gs_ws(struct gscan *g)
+{
+	while (g->p < g->end && (*g->p == ' ' || *g->p == '\t' || *g->p == '\n' || *g->p == '\r'))
+		g->p++;
+}
+
+static bool gs_digit(struct gscan *g) { return g->p < g->end && *g->p >= '0' && *g->p <= '9'; }
+
+static int gs_value(struct gscan *g, int depth);
+
+static int gs_string(struct gscan *g)
+{
+	g->p++;
+	for (;;) {
+		if (g->p >= g->end)
+			return gs_char(g, "");
+		unsigned char c = *g->p;
+		if (c == '"') {
+			g->p++;
+			return 0;
+		}
+		if (c < 0x20)
+			return gs_char(g, "in string literal");
+		g->p++;
+		if (c != '\\')
+			continue;
+		if (g->p >= g->end)
+			return gs_char(g, "");
+		c = *g->p;
+		if (c == 'u') {
+			g->p++;
+			for (int k = 0; k < 4; k++, g->p++)
+				if (g->p >= g->end || !isxdigit((unsigned char)*g->p))
+					return gs_char(g, "in \\u hexadecimal character escape");
+			continue;
+		}
+		if (!c || !strchr("bfnrt\\/\"", c))
+			return gs_char(g, "in string escape code");
+		g->p++;
+	}
+}
+
+static int gs_number(struct gscan *g)
+{
+	if (*g->p == '-') {
+		g->p++;
+		if (!gs_digit(g))
+			return gs_char(g, "in numeric literal");
+	}
+	if (*g->p == '0')
+		g->p++;
+	else
+		while (gs_digit(g))
+			g->p++;
+	if (g->p < g->end && *g->p == '.') {
+		g->p++;
+		if (!gs_digit(g))
+			return gs_char(g, "after decimal point in numeric literal");
+		while (gs_digit(g))
+			g->p++;
+	}
+	if (g->p < g->end && (*g->p == 'e' || *g->p == 'E')) {
+		g->p++;
+		if (g->p < g->end && (*g->p == '+' || *g->p == '-'))
+			g->p++;
+		if (!gs_digit(g))
+			return gs_char(g, "in exponent of numeric literal");
+		while (gs_digit(g))
+			g->p++;
+	}
+	return 0;
+}
+
+static int gs_value(struct gscan *g, int depth)
+{
+	gs_ws(g);
+	if (g->p >= g->end)
+		return gs_char(g, "");
+	char c = *g->p;
+	if (depth > 10000)
+		return errf(g->err, "exceeded max depth");
+	if (c == '{' || c == '[') {
+		char close = c == '{' ? '}' : ']';
+		g->p++;
+		gs_ws(g);
+		if (g->p < g->end && *g->p == close) {
+			g->p++;
+			return 0;
+		}
+		for (;;) {
+			if (c == '{') {
+				gs_ws(g);
+				if (g->p >= g->end || *g->p != '"')
+					return gs_char(g, "looking for beginning of object key string");
+				if (gs_string(g))
+					return -1;
+				gs_ws(g);
+				if (g->p >= g->end || *g->p != ':')
+					return gs_char(g, "after object key");
+				g->p++;
+			}
+			if (gs_value(g, depth + 1))
+				return -1;
+			gs_ws(g);
+			if (g->p < g->end && *g->p == ',') {
+				g->p++;
+				continue;
+			}
+			if (g->p < g->end && *g->p == close) {
+				g->p++;
+				return 0;
+			}
+			return gs_char(g, c == '{' ? "after object key:value pair" : "after array element");
+		}
+	}
+	if (c == '"')
+		return gs_string(g);
+	if (c == '-' || (c >= '0' && c <= '9'))
+		return gs_number(g);
+	static const char *const lits[] = {"true", "false", "null"};
+	for (int i = 0; i < 3; i++) {
+		if (c != lits[i][0])
+			continue;
+		g->p++;
+		for (const char *l = lits[i] + 1; *l; l++, g->p++)
+			if (g->p >= g->end || *g->p != *l) {
+				char ctx[64];
+				snprintf(ctx, sizeof ctx, "in literal %s (expecting '%c')", lits[i], *l);
+				return gs_char(g, ctx);
+			}
+		return 0;
+	}
+	return gs_char(g, "looking for beginning of value");
+}
+
+int json_go_syntax(const char *s, size_t len, char *err)
+{
+	struct gscan g = {s, s + len, s, err};
+	if (gs_value(&g, 0))
+		return -1;
+	gs_ws(&g);
+	if (g.p < g.end)
+		return gs_char(&g, "after top-level value");
+	return 0;
+}

@@ -77,4 +77,24 @@ void jw_kbool(struct jw *w, const char *k, bool v);
 void json_quote(struct buf *b, const char *s, size_t n);
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or values > U+10FFFF). */
 bool utf8_valid(const char *s, size_t n);
+
+/* Go encoding/json compatibility (the wire peers of stereod are Go programs; see json.c).
+ * json_get_fold: the value Go's decoder puts in the field named key, or -1. */
+int json_get_fold(const struct json *j, int obj, const char *key);
+const char *json_go_kind(const struct json *j, int i);   /* "object", "number", ... */
+/* 0 when token i (or -1: absent) can be decoded into a Go struct (object, null, absent),
+ * else -1 with Go's "json: cannot unmarshal KIND into Go value of type GOTYPE". */
+int json_go_object(const struct json *j, int i, const char *gotype, char *err);
+/* Decode field key of object obj into a Go string / bool / uintBITS field of struct st, as
+ * Go does: absent or null leaves the zero value (out->len = 0 / unchanged), a wrong type is
+ * -1 with Go's UnmarshalTypeError text. */
+int json_go_str(const struct json *j, int obj, const char *st, const char *key, struct buf *out, char *err);
+int json_go_bool(const struct json *j, int obj, const char *st, const char *key, bool *out, char *err);
+int json_go_uint(const struct json *j, int obj, const char *st, const char *key, int bits,
+		 uint64_t *out, char *err);
+/* Go's fmt %q of a byte string, appended to b. */
+void go_quote(struct buf *b, const char *s, size_t n);
+/* Go's scanner verdict on s: 0 when Go accepts its syntax, else -1 with Go's error text
+ * ("invalid character 'x' looking for beginning of value", "unexpected end of JSON input"). */
+int json_go_syntax(const char *s, size_t len, char *err);
 #endif

@@ -24,7 +24,7 @@ int peer_parse_cids(struct peer_rules *p, const char *list, char *err)
 	return 0;
 }
 
-static int parse_cidr(const char *s, size_t n, struct peer_cidr *c)
+int peer_parse_cidr(const char *s, size_t n, struct peer_cidr *c)
 {
 	char tmp[INET6_ADDRSTRLEN + 8];
 	if (!n || n >= sizeof tmp)
@@ -60,7 +60,7 @@ int peer_parse_cidrs(struct peer_rules *p, const char *list, char *err)
 		size_t n = comma ? (size_t)(comma - s) : strlen(s);
 		if (p->nfrom == PEER_RULES_MAX)
 			return errf(err, "too many CIDR ranges (at most %d)", PEER_RULES_MAX);
-		if (parse_cidr(s, n, &p->from[p->nfrom]))
+		if (peer_parse_cidr(s, n, &p->from[p->nfrom]))
 			return errf(err, "bad CIDR '%.*s' in '%s' (ADDRESS or ADDRESS/BITS)", (int)n, s, list);
 		p->nfrom++;
 		if (!comma)

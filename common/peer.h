@@ -26,6 +26,8 @@ struct peer_rules {
 /* "3,4,7" / "10.0.2.0/24,fd00::/8,192.168.1.5": appended to p; -1 with err when malformed. */
 int peer_parse_cids(struct peer_rules *p, const char *list, char *err);
 int peer_parse_cidrs(struct peer_rules *p, const char *list, char *err);
+/* One "ADDRESS" or "ADDRESS/BITS" of n bytes (bits = full length when absent): 0 or -1. */
+int peer_parse_cidr(const char *s, size_t n, struct peer_cidr *c);
 bool peer_cid_allowed(const struct peer_rules *p, unsigned cid);
 bool peer_in_cidrs(const struct peer_rules *p, const struct sockaddr *sa);
 bool peer_is_local(const struct sockaddr *sa);   /* loopback, or an address of a local interface */

@@ -71,6 +71,7 @@ void slog(enum log_level l, const char *msg, const char *kvfmt, ...)
 #include "common/loop.h"
 #include "common/fsutil.h"
 #include "common/valid.h"
+#include "common/base64.h"
 #include "common/sock.h"
 #include "common/http.h"
 #include "common/proc.h"

@@ -65,6 +65,7 @@ struct svc_def {
 	uid_t uid;
 	gid_t gid;
 	char *user, *home, *dir;
+	char *env_file;               /* KEY=VALUE lines read at each start; NULL: none */
 	char str[SVC_STRBUF];
 	size_t strlen;
 };

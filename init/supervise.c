@@ -275,18 +275,52 @@ int super_load(struct super *s)
 
 /* ---- starting ------------------------------------------------------------------------- */
 
-/* init's environment (which carries STEREO_INIT=1), then HOME/USER for user=, then env=.
+/* Append the KEY=VALUE lines of path to extra (pointers into file, which the caller frees):
+ * read at each start, so a service restarted after the file changed sees the new values. A
+ * missing file is no error; blank lines, '#' comments and lines without a KEY= are skipped.
+ * -ENOMEM when out of memory (extra is then still valid and owned by the caller). */
+static int env_file_read(const char *path, const char *name, struct buf *file, const char ***extra,
+			 size_t *nx)
+{
+	int r = read_file(path, file, 1 << 20);
+	if (r == -ENOMEM)
+		return r;
+	if (r) {
+		if (r != -ENOENT)
+			log_warn("cannot read env-file", "name=%s path=%s err=\"%s\"", name, path, strerror(-r));
+		return 0;
+	}
+	if (buf_putc(file, 0))   /* the last line without its newline ends too */
+		return -ENOMEM;
+	for (char *p = file->p, *end = file->p + file->len - 1; p < end;) {
+		char *nl = memchr(p, '\n', end - p);
+		if (nl)
+			*nl = 0;
+		size_t kl = strcspn(p, "=");
+		if (kl && p[kl] == '=' && p[0] != '#' && !memchr(p, ' ', kl)) {
+			const char **n = realloc(*extra, (*nx + 1) * sizeof **extra);
+			if (!n)
+				return -ENOMEM;
+			*extra = n;
+			(*extra)[(*nx)++] = p;
+		}
+		p = nl ? nl + 1 : end;
+	}
+	return 0;
+}
+
+/* init's environment (which carries STEREO_INIT=1), then HOME/USER for user=, then env=, then
+ * the env-file's lines (read now; they win over env=, as EnvironmentFile= does in systemd).
  * NULL when out of memory. */
-static char **build_env(const struct svc_def *d, char *tmp, size_t tmpsz)
+static char **build_env(const struct svc_def *d, char *tmp, size_t tmpsz, struct buf *file)
 {
 	size_t ne = 0;
 	while (environ[ne])
 		ne++;
-	char **envp = calloc(ne + d->nenv + 4, sizeof *envp);
-	if (!envp)
+	const char **extra = calloc(SVC_ENV_MAX + 3, sizeof *extra);
+	if (!extra)
 		return NULL;
-	const char *extra[SVC_ENV_MAX + 3];
-	int nx = 0;
+	size_t nx = 0;
 	size_t off = 0;
 	if (d->has_user && d->user) {
 		int k = snprintf(tmp, tmpsz, "USER=%s", d->user);
@@ -299,24 +333,34 @@ static char **build_env(const struct svc_def *d, char *tmp, size_t tmpsz)
 	}
 	for (int i = 0; i < d->nenv; i++)
 		extra[nx++] = d->env[i];
+	if (d->env_file && env_file_read(d->env_file, d->name, file, &extra, &nx)) {
+		free(extra);
+		return NULL;
+	}
+	char **envp = calloc(ne + nx + 1, sizeof *envp);
+	if (!envp) {
+		free(extra);
+		return NULL;
+	}
 	size_t k = 0;
 	for (size_t i = 0; i < ne; i++) {
 		size_t kl = strcspn(environ[i], "=");
 		bool over = false;
-		for (int x = 0; x < nx && !over; x++)
+		for (size_t x = 0; x < nx && !over; x++)
 			over = !strncmp(extra[x], environ[i], kl) && extra[x][kl] == '=';
 		if (!over)
 			envp[k++] = environ[i];
 	}
-	for (int x = 0; x < nx; x++) {
-		bool later = false;   /* the last env= for a key wins */
+	for (size_t x = 0; x < nx; x++) {
+		bool later = false;   /* the last entry for a key wins */
 		size_t kl = strcspn(extra[x], "=");
-		for (int y = x + 1; y < nx && !later; y++)
+		for (size_t y = x + 1; y < nx && !later; y++)
 			later = !strncmp(extra[y], extra[x], kl) && extra[y][kl] == '=';
 		if (!later)
 			envp[k++] = (char *)extra[x];
 	}
 	envp[k] = NULL;
+	free(extra);
 	return envp;
 }
 
@@ -354,10 +398,12 @@ static void start_svc(struct super *s, struct svc *sv)
 		return;
 	}
 	char tmp[512];
-	char **envp = build_env(d, tmp, sizeof tmp);
+	struct buf envfile = {0};
+	char **envp = build_env(d, tmp, sizeof tmp, &envfile);
 	if (!envp) {
 		/* this start fails like a crash (backoff, quarantine); init keeps running */
 		log_error("cannot start service", "name=%s error=\"%s\"", d->name, strerror(ENOMEM));
+		buf_wipe(&envfile);
 		if (pfd[0] >= 0) {
 			close(pfd[0]);
 			close(pfd[1]);
@@ -376,6 +422,7 @@ static void start_svc(struct super *s, struct svc *sv)
 	}
 	pid_t pid = proc_spawn(&r);
 	free(envp);
+	buf_wipe(&envfile);   /* it may hold secrets pushed by the host */
 	if (pfd[1] >= 0)
 		close(pfd[1]);
 	sv->started_ms = now_ms();

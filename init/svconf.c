@@ -1,6 +1,6 @@
 /* svconf.c - the service file format (docs/init.md): one `key=value` per line in
- * /etc/stereos/services/NAME.conf, '#' comments, keys name, exec, user, env, after, restart,
- * notify-fd, ready-timeout, stop-timeout, dir. Parsing only: no process is touched here.
+ * /etc/stereos/services/NAME.conf, '#' comments, keys name, exec, user, env, env-file, after,
+ * restart, notify-fd, ready-timeout, stop-timeout, dir. Parsing only: no process is touched here.
  */
 #include "init/init.h"
 #include "init/kvfile.h"
@@ -148,7 +148,7 @@ static int parse_kv(struct svc_def *d, const char *k, const char *v, unsigned *s
 		    const char *passwd_file, char *err)
 {
 	static const char *const once[] = {"name", "exec", "user", "restart", "notify-fd",
-					   "ready-timeout", "stop-timeout", "dir"};
+					   "ready-timeout", "stop-timeout", "dir", "env-file"};
 	for (size_t i = 0; i < ARRAY_SIZE(once); i++)
 		if (!strcmp(k, once[i])) {
 			if (*seen & (1u << i))
@@ -202,6 +202,11 @@ static int parse_kv(struct svc_def *d, const char *k, const char *v, unsigned *s
 	} else if (!strcmp(k, "stop-timeout")) {
 		if (parse_duration_ms(v, &d->stop_timeout_ms) || d->stop_timeout_ms < 1)
 			return errf(err, "bad stop-timeout '%s'", v);
+	} else if (!strcmp(k, "env-file")) {
+		if (*v != '/')
+			return errf(err, "env-file must be absolute, got '%s'", v);
+		if (!(d->env_file = store(d, v, strlen(v))))
+			return errf(err, "service definition too long");
 	} else if (!strcmp(k, "dir")) {
 		if (*v != '/')
 			return errf(err, "dir must be absolute, got '%s'", v);
@@ -322,4 +327,5 @@ void svconf_copy(struct svc_def *dst, const struct svc_def *src)
 	dst->user = rebase(src->user, src, dst);
 	dst->home = rebase(src->home, src, dst);
 	dst->dir = rebase(src->dir, src, dst);
+	dst->env_file = rebase(src->env_file, src, dst);
 }

@@ -43,9 +43,9 @@ secret() {   # secret NAME-JSON [MODE-JSON]: one inject_secret, prints the ack
 	run secret '"m2"' 512       # 0o1000
 	assert_output --partial '"ok":false'
 	run secret '"m3"' -1
-	assert_output --partial '"error":"payload.mode: expected an unsigned integer"'
+	assert_output --partial '"error":"decode secret payload: json: cannot unmarshal number -1 into Go struct field SecretPayload.mode of type uint32"'
 	run secret '"m4"' '"0600"'
-	assert_output --partial '"error":"payload.mode: expected an unsigned integer"'
+	assert_output --partial '"error":"decode secret payload: json: cannot unmarshal string into Go struct field SecretPayload.mode of type uint32"'
 	run secret '"m5"' 1.5
 	assert_output --partial '"ok":false'
 	[ -z "$(ls -A "$S")" ]
@@ -56,8 +56,19 @@ secret() {   # secret NAME-JSON [MODE-JSON]: one inject_secret, prints the ack
 	long=$(printf 'x%.0s' $(seq 1 300))
 	for name in '"../x"' '"a/b"' '"."' '".."' '""' "\"$long\"" '"a\u0000b"' '"a\nb"' '".hidden"' '"a..b"'; do
 		run secret "$name"
-		assert_output --partial '"reply_to":"inject_secret","ok":false,"error":"name '
+		assert_output --partial '"reply_to":"inject_secret","ok":false,"error":"'
 	done
+	# upstream's words where upstream refuses too
+	run secret '"a/b"'
+	assert_output --partial '"error":"invalid secret name: \"a/b\" (must be a simple filename)"'
+	run secret '""'
+	assert_output --partial '"error":"secret name cannot be empty"'
+	run secret "\"$long\""
+	assert_output --partial '.tmp: file name too long"}}'
+	run secret '"a\u0000b"'
+	assert_output --partial '"error":"write secret \"a\\x00b\": open '
+	run secret '".hidden"'
+	assert_output --partial "\"error\":\"name must not start with '.'\""
 	[ -z "$(ls -A "$S")" ]
 	[ ! -e "$R/run/stereos/x" ]
 }
@@ -87,9 +98,9 @@ EOF2
 	run ipc POST /v1/secrets '{"name":"db",'
 	assert_output --partial '400 {"error":"invalid JSON: '
 	run ipc POST /v1/secrets '{"name":"db","value":5}'
-	assert_output '400 {"error":"payload.value: expected a string"}'
+	assert_output '400 {"error":"json: cannot unmarshal number into Go struct field SecretPayload.value of type string"}'
 	run ipc POST /v1/secrets '{"name":"../db","value":"x"}'
-	assert_output --partial '422 {"error":"name must not contain'
+	assert_output '422 {"error":"invalid secret name: \"../db\" (must be a simple filename)"}'
 	run ipc POST /v1/secrets '{"name":"db","value":"x","mode":4095}'
 	assert_output --partial '422 {"error":"mode 07777'
 	[ -z "$(ls -A "$S")" ]

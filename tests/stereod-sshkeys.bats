@@ -67,13 +67,17 @@ $KEY"
 @test "inject_ssh_key refuses unknown users and bad payloads" {
 	start_stereod
 	run inject nobody-here "$KEY"
-	assert_output --partial '"ok":false,"error":"unknown user nobody-here"'
+	assert_output --partial '"ok":false,"error":"lookup user \"nobody-here\": user: unknown user nobody-here"'
 	run inject "" "$KEY"
-	assert_output --partial '"ok":false'
+	assert_output --partial '"ok":false,"error":"user cannot be empty"'
+	run inject agent ""
+	assert_output --partial '"ok":false,"error":"public_key cannot be empty"'
+	run inject agent "not-a-key AAAA"
+	assert_output --partial '"ok":false,"error":"invalid SSH public key format: must start with a recognized key type (e.g., ssh-ed25519)"'
 	run nd <<<'{"type":"inject_ssh_key","payload":{"user":"agent","public_key":7}}'
-	assert_output --partial '"error":"payload.public_key: expected a string"'
+	assert_output --partial '"error":"decode ssh key payload: json: cannot unmarshal number into Go struct field SSHKeyPayload.public_key of type string"'
 	run nd <<<'{"type":"inject_ssh_key","payload":{"user":"agent","public_key":"ssh-rsa A b","append":1}}'
-	assert_output --partial '"error":"payload.append: expected a boolean"'
+	assert_output --partial '"error":"decode ssh key payload: json: cannot unmarshal number into Go struct field SSHKeyPayload.append of type bool"'
 }
 
 @test "a symlinked ~/.ssh is refused and root writes and chowns nothing outside the home" {

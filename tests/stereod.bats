@@ -65,7 +65,7 @@ EOF2
 	assert_line -n 0 '{"type":"pong","id":"req-1"}'
 	assert_line -n 1 --partial '{"type":"health","id":42,'
 	assert_line -n 2 '{"type":"ack","id":"x\"y","payload":{"reply_to":"nope","ok":false,"error":"unknown message type: nope"}}'
-	assert_line -n 3 '{"type":"ack","id":-1.5e3,"payload":{"reply_to":"set_config","ok":false,"error":"set_config needs a payload"}}'
+	assert_line -n 3 '{"type":"ack","id":-1.5e3,"payload":{"reply_to":"set_config","ok":false,"error":"decode config payload: envelope set_config has no payload"}}'
 }
 
 @test "an id that is not a string or number of at most 128 bytes is refused" {
@@ -118,47 +118,52 @@ EOF2
 	assert_output '{"type":"ack","payload":{"reply_to":"reboot_now","ok":false,"error":"unknown message type: reboot_now"}}'
 }
 
-@test "a missing or mistyped type and a payload that is not an object are refused" {
+@test "a missing or mistyped type and a payload of the wrong kind get upstream's answers" {
 	start_stereod
 	run nd <<'EOF2'
 {"payload":{}}
 {"type":7}
 {"type":"inject_secret","payload":"x"}
 {"type":"ping","payload":null}
+{"type":"ping","payload":[1]}
+null
+[1]
 EOF2
-	assert_line -n 0 '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"type is missing"}}'
-	assert_line -n 1 '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"type: expected a string"}}'
-	assert_line -n 2 '{"type":"ack","payload":{"reply_to":"inject_secret","ok":false,"error":"payload must be a JSON object"}}'
+	assert_line -n 0 '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"unknown message type: "}}'
+	assert_line -n 1 '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"malformed JSON: json: cannot unmarshal number into Go struct field Envelope.type of type stereosd.MessageType"}}'
+	assert_line -n 2 '{"type":"ack","payload":{"reply_to":"inject_secret","ok":false,"error":"decode secret payload: json: cannot unmarshal string into Go value of type stereosd.SecretPayload"}}'
 	assert_line -n 3 '{"type":"pong"}'
+	assert_line -n 4 '{"type":"pong"}'
+	assert_line -n 5 '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"unknown message type: "}}'
+	assert_line -n 6 '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"malformed JSON: json: cannot unmarshal array into Go value of type stereosd.Envelope"}}'
 }
 
-@test "messages that need a payload refuse to run without one and name missing fields" {
+@test "a missing payload is refused in upstream's words, mistyped fields in Go's decoder's words" {
 	start_stereod
 	run nd <<'EOF2'
 {"type":"inject_secret"}
 {"type":"inject_ssh_key"}
 {"type":"mount"}
 {"type":"set_config"}
-{"type":"set_config","payload":{}}
-{"type":"inject_secret","payload":{"name":"a"}}
 {"type":"inject_secret","payload":{"name":1,"value":"v"}}
 {"type":"mount","payload":{"tag":"t","guest_path":"/mnt/x","fs_type":"9p","read_only":"yes"}}
+{"type":"inject_secret","payload":{"name":"m","value":"v","mode":384.0}}
 EOF2
-	assert_line -n 0 --partial '"error":"inject_secret needs a payload"'
-	assert_line -n 1 --partial '"error":"inject_ssh_key needs a payload"'
-	assert_line -n 2 --partial '"error":"mount needs a payload"'
-	assert_line -n 3 --partial '"error":"set_config needs a payload"'
-	assert_line -n 4 --partial '"error":"payload.content is missing"'
-	assert_line -n 5 --partial '"error":"payload.value is missing"'
-	assert_line -n 6 --partial '"error":"payload.name: expected a string"'
-	assert_line -n 7 --partial '"error":"payload.read_only: expected a boolean"'
+	assert_line -n 0 --partial '"error":"decode secret payload: envelope inject_secret has no payload"'
+	assert_line -n 1 --partial '"error":"decode ssh key payload: envelope inject_ssh_key has no payload"'
+	assert_line -n 2 --partial '"error":"decode mount payload: envelope mount has no payload"'
+	assert_line -n 3 --partial '"error":"decode config payload: envelope set_config has no payload"'
+	assert_line -n 4 --partial '"error":"decode secret payload: json: cannot unmarshal number into Go struct field SecretPayload.name of type string"'
+	assert_line -n 5 --partial '"error":"decode mount payload: json: cannot unmarshal string into Go struct field MountPayload.read_only of type bool"'
+	assert_line -n 6 --partial '"error":"decode secret payload: json: cannot unmarshal number 384.0 into Go struct field SecretPayload.mode of type uint32"'
 }
 
-@test "empty and blank lines are ignored" {
+@test "empty lines are skipped, a line of blanks gets the malformed-JSON ack" {
 	start_stereod
 	run nd < <(printf '\n   \n\r\n{"type":"ping"}\n\n')
 	assert_success
-	assert_output '{"type":"pong"}'
+	assert_output '{"type":"ack","payload":{"reply_to":"","ok":false,"error":"malformed JSON: unexpected end of JSON input"}}
+{"type":"pong"}'
 }
 
 @test "one request at a time, as the real host client does, on one connection" {
@@ -345,7 +350,7 @@ PY
 }
 
 @test "shutdown acks first, then state shutdown, LIFO unmount, then the poweroff command" {
-	start_stereod --mount-helper "echo \"\$*\" >>'$EV'"
+	start_stereod --mount-helper "echo \"\$*\" >>'$EV'; :"
 	run nd <<'EOF2'
 {"type":"mount","payload":{"tag":"a","guest_path":"/mnt/a","fs_type":"virtiofs"}}
 {"type":"mount","payload":{"tag":"b","guest_path":"/mnt/b","fs_type":"9p","read_only":true}}
@@ -465,8 +470,8 @@ poweroff_via_pid1() {
 {"type":"shutdown","payload":{"reason":["x"]}}
 {"type":"get_health"}
 EOF2
-	assert_line -n 0 '{"type":"ack","payload":{"reply_to":"set_config","ok":false,"error":"payload.content: expected a string"}}'
-	assert_line -n 1 '{"type":"ack","payload":{"reply_to":"shutdown","ok":false,"error":"payload.reason: expected a string"}}'
+	assert_line -n 0 '{"type":"ack","payload":{"reply_to":"set_config","ok":false,"error":"decode config payload: json: cannot unmarshal number into Go struct field ConfigPayload.content of type string"}}'
+	assert_line -n 1 '{"type":"ack","payload":{"reply_to":"shutdown","ok":false,"error":"decode shutdown payload: json: cannot unmarshal array into Go struct field ShutdownPayload.reason of type string"}}'
 	assert_line -n 2 --partial '"state":"ready"'
 	[ ! -e "$R/etc/stereos/jcard.toml" ]
 	[ ! -s "$EV" ]

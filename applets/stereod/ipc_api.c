@@ -58,7 +58,7 @@ static void get_health(struct ipc_req *q)
 	struct buf b = {0};
 	struct jw w;
 	jw_init(&w, &b);
-	lc_health_payload(q->d, &w);
+	lc_health_payload(q->d, &w, false);
 	reply(q, 200, &b);
 }
 
@@ -194,7 +194,7 @@ static void post_shutdown(struct ipc_req *q)
 		struct json j;
 		if (parse_body(q, &j))
 			return;
-		int r = json_get(&j, 0, "reason");
+		int r = json_get_fold(&j, 0, "reason");
 		if (r >= 0 && json_kind(&j, r) != JSON_NULL && json_str(&j, r, &reason, JSON_STR_NO_NUL, err)) {
 			json_free(&j);
 			buf_free(&reason);

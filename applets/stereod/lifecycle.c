@@ -32,14 +32,22 @@ void lc_event(struct stereod *d, enum lc_event ev, const char *message)
 		return;
 	log_info("state change", "from=%s to=%s", state_names[d->state], state_names[to]);
 	d->state = to;
+	if (to == ST_HEALTHY)
+		d->ever_healthy = true;
+	if (to == ST_DEGRADED)
+		snprintf(d->degraded_reason, sizeof d->degraded_reason, "%s", message ? message : "");
 	if (d->lc_notify)
 		d->lc_notify(d->lc_ctx, to, message);
 }
 
-void lc_health_payload(struct stereod *d, struct jw *w)
+/* Upstream never reports degraded, and its Go host client keeps polling (then fails the boot)
+ * while it sees it; so a client that did not say hello sees the state upstream would show (ready,
+ * or healthy once an agent has run: upstream never leaves healthy) plus a "degraded" field. */
+void lc_health_payload(struct stereod *d, struct jw *w, bool upstream_view)
 {
+	bool hide = upstream_view && d->state == ST_DEGRADED;
 	jw_obj(w);
-	jw_kstr(w, "state", state_names[d->state]);
+	jw_kstr(w, "state", hide ? state_names[d->ever_healthy ? ST_HEALTHY : ST_READY] : state_names[d->state]);
 	const char *agents;
 	size_t len;
 	if (agentd_agents(d->agentd, &agents, &len)) {
@@ -47,5 +55,11 @@ void lc_health_payload(struct stereod *d, struct jw *w)
 		jw_raw(w, agents, len);
 	}
 	jw_kint(w, "uptime_seconds", (now_ms() - d->started_ms) / 1000);
+	if (hide) {
+		jw_key(w, "degraded");
+		jw_obj(w);
+		jw_kstr(w, "reason", d->degraded_reason[0] ? d->degraded_reason : "degraded");
+		jw_obj_end(w);
+	}
 	jw_obj_end(w);
 }

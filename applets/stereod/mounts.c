@@ -95,21 +95,16 @@ void mounts_free(struct mounts *m)
 	free(m);
 }
 
+/* Decoded as upstream's Go struct: case-insensitive keys, a missing field is empty. */
 int mount_decode(const struct json *j, int obj, struct mount_req *r, char *err)
 {
-	static const char *const fields[] = {"tag", "guest_path", "fs_type"};
-	struct buf *out[] = {&r->tag, &r->guest_path, &r->fs_type};
-	for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
-		int t = json_get(j, obj, fields[i]);
-		if (t < 0)
-			return errf(err, "payload.%s is missing", fields[i]);
-		if (json_str(j, t, out[i], JSON_STR_ANY, err))
-			return errf(err, "payload.%s: expected a string", fields[i]);
-	}
-	int ro = json_get(j, obj, "read_only");
 	r->read_only = false;
-	if (ro >= 0 && json_kind(j, ro) != JSON_NULL && json_bool(j, ro, &r->read_only))
-		return errf(err, "payload.read_only: expected a boolean");
+	if (json_go_object(j, obj, "stereosd.MountPayload", err) ||
+	    json_go_str(j, obj, "MountPayload", "tag", &r->tag, err) ||
+	    json_go_str(j, obj, "MountPayload", "guest_path", &r->guest_path, err) ||
+	    json_go_str(j, obj, "MountPayload", "fs_type", &r->fs_type, err) ||
+	    json_go_bool(j, obj, "MountPayload", "read_only", &r->read_only, err))
+		return -1;
 	return 0;
 }
 
@@ -132,27 +127,45 @@ static int check_tag(const struct buf *tag, char *err)
 	return 0;
 }
 
+/* err = fmt with s as Go's %q */
+static int goerrf(char *err, const char *fmt, const char *s, size_t len)
+{
+	struct buf q = {0};
+	go_quote(&q, s, len);
+	errf(err, fmt, buf_cstr(&q));
+	buf_free(&q);
+	return -1;
+}
+
 /* Every check that needs no system call (the fuzzer runs these): 0, or -1 with err.
  * clean (PATH_MAX bytes) receives the cleaned guest_path. */
 static int mount_check(const struct mounts *m, const struct mount_req *r, char *clean, char *err)
 {
+	/* upstream's refusals first, in its words (Go %q), then ours */
 	const char *fs = buf_cstr((struct buf *)&r->fs_type);
+	const char *gp = r->guest_path.p ? r->guest_path.p : "";
+	if (!r->tag.len)
+		return errf(err, "mount tag cannot be empty");
+	if (!r->guest_path.len)
+		return errf(err, "mount guest_path cannot be empty");
+	if (!r->fs_type.len)
+		return errf(err, "mount fs_type cannot be empty");
 	if (strlen(fs) != r->fs_type.len || (strcmp(fs, "9p") && strcmp(fs, "virtiofs")))
-		return errf(err, "unsupported fs_type '%.64s' (virtiofs or 9p)", fs);
-	if (check_tag(&r->tag, err))
-		return -1;
+		return goerrf(err, "unsupported filesystem type: %s (must be virtiofs or 9p)", fs,
+			      r->fs_type.len);
+	if (gp[0] != '/')
+		return goerrf(err, "guest_path must be absolute: %s", gp, r->guest_path.len);
 	char perr[ERRBUF];
-	if (path_clean(r->guest_path.p ? r->guest_path.p : "", r->guest_path.len, clean, PATH_MAX, perr))
+	if (path_clean(gp, r->guest_path.len, clean, PATH_MAX, perr))
 		return errf(err, "invalid guest_path: %s", perr);
-	if (!strcmp(clean, "/"))
-		return errf(err, "guest_path / is a protected system directory");
 	for (size_t i = 0; i < ARRAY_SIZE(protected_dirs); i++)
-		if (path_within(clean, protected_dirs[i]))
-			return errf(err, "guest_path %s is under the protected system directory %s", clean,
-				    protected_dirs[i]);
+		if (!strcmp(clean, "/") || path_within(clean, protected_dirs[i]))
+			return goerrf(err, "cannot mount over system directory: %s", clean, strlen(clean));
 	for (size_t i = 0; i < ARRAY_SIZE(protected_exact); i++)
 		if (!strcmp(clean, protected_exact[i]))
-			return errf(err, "guest_path %s is a protected system directory", clean);
+			return goerrf(err, "cannot mount over system directory: %s", clean, strlen(clean));
+	if (check_tag(&r->tag, err))
+		return -1;
 	for (size_t i = 0; i < m->n; i++)
 		if (!strcmp(m->table[i].guest_path, clean))
 			return errf(err, "%s is already mounted", clean);
@@ -173,6 +186,19 @@ static char *under_root(const char *root, const char *path)
 	memcpy(p, root, rl);
 	strcpy(p + rl, path);
 	return p;
+}
+
+/* --mount-helper CMD runs as sh -c 'CMD "$@"' with args as $1... */
+static int run_helper(const char *helper, const char *const *args, char *err)
+{
+	struct buf cmd = {0};
+	if (buf_printf(&cmd, "%s \"$@\"", helper)) {
+		buf_free(&cmd);
+		return errf(err, "out of memory");
+	}
+	int rc = run_sh(buf_cstr(&cmd), args, HELPER_TIMEOUT_MS, err);
+	buf_free(&cmd);
+	return rc;
 }
 
 struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char *err)
@@ -328,7 +354,7 @@ static int mount_helper(struct mount_op *op, int dirfd, bool created)
 {
 	const char *args[] = {op->fs, op->tag, op->target, op->read_only ? "ro" : "rw", NULL};
 	char herr[ERRBUF];
-	int st = run_sh(op->helper, args, HELPER_TIMEOUT_MS, herr);
+	int st = run_helper(op->helper, args, herr);
 	if (st)
 		return errf(op->err, "mounting %s on %s: %s", op->tag, op->clean,
 			    st < 0 ? herr : "the mount helper failed");
@@ -497,7 +523,7 @@ void mount_list_unmount(struct mount_list *l)
 		int rc = 0;
 		if (l->helper) {
 			const char *args[] = {"umount", e->target, NULL};
-			rc = run_sh(l->helper, args, HELPER_TIMEOUT_MS, err);
+			rc = run_helper(l->helper, args, err);
 			if (rc > 0)
 				errf(err, "the mount helper exited %d", rc);
 		} else if (umount2(e->target, UMOUNT_NOFOLLOW)) {

@@ -15,6 +15,7 @@
 struct nconn {
 	size_t scanned;             /* resume offset of the line search */
 	bool subscribed;
+	bool hello;                 /* said hello (ours): shown our states, degraded included */
 };
 
 struct ndjson_server {        /* kept by the connection layer: conn_ctx() */
@@ -25,6 +26,8 @@ struct ndjson_server {        /* kept by the connection layer: conn_ctx() */
 
 struct buf *ndjson_out(struct nconn *c) { return conn_out(conn_of_priv(c)); }
 void ndjson_subscribe(struct nconn *c) { c->subscribed = true; }
+void ndjson_said_hello(struct nconn *c) { c->hello = true; }
+bool ndjson_old_client(struct nconn *c) { return !c->hello && !c->subscribed; }
 struct stereod *ndjson_daemon(struct nconn *c)
 {
 	return ((struct ndjson_server *)conn_ctx(conn_of_priv(c)))->d;

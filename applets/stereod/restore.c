@@ -9,6 +9,7 @@
  * stereod does not depend on init's build options.
  */
 #include "applets/stereod/snapshot.h"
+#include "common/peer.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -25,40 +26,6 @@
 #define MAX_ROUTES 32
 
 /* ---- input ---------------------------------------------------------------------------------- */
-static int b64_val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Standard base64, padding optional; -1 on any other byte. */
-static int b64_decode(const char *s, size_t n, struct buf *out)
-{
-	while (n && s[n - 1] == '=')
-		n--;
-	if (n % 4 == 1)
-		return -1;
-	unsigned acc = 0;
-	int bits = 0;
-	for (size_t i = 0; i < n; i++) {
-		int v = b64_val(s[i]);
-		if (v < 0)
-			return -1;
-		acc = acc << 6 | v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf_putc(out, (char)(acc >> bits));
-		}
-	}
-	return 0;
-}
-
 static bool valid_hostname(const char *h)
 {
 	size_t n = strlen(h);
@@ -116,7 +83,7 @@ enum snap_rc restore_parse(const struct json *j, int payload, struct restore_req
 {
 	int t;
 	bool have;
-	char tmp[65];
+	char tmp[65], berr[ERRBUF] = "";
 	memset(r, 0, sizeof *r);
 	r->network = -1;
 	r->j = j;
@@ -129,9 +96,10 @@ enum snap_rc restore_parse(const struct json *j, int payload, struct restore_req
 	r->have_clock = true;
 	if ((t = json_get(j, payload, "entropy_b64")) < 0 || json_kind(j, t) != JSON_STRING ||
 	    j->tok[t].end - j->tok[t].start > MAX_ENTROPY * 4 / 3 + 4 ||
-	    b64_decode(j->s + j->tok[t].start, j->tok[t].end - j->tok[t].start, &r->entropy))
+	    base64_decode(j->s + j->tok[t].start, j->tok[t].end - j->tok[t].start, &r->entropy, berr))
 		return buf_wipe(&r->entropy),
-		       errf(err, "entropy_b64 must be base64 of at most %d bytes", MAX_ENTROPY),
+		       errf(err, "entropy_b64 must be padded base64 of at most %d bytes%s%s", MAX_ENTROPY,
+			    berr[0] ? ": " : "", berr),
 		       SNAP_INVALID;
 	if ((t = json_get(j, payload, "generation")) >= 0) {
 		if (json_u64(j, t, &r->generation))
@@ -320,36 +288,21 @@ struct cidr {
 	int prefix;
 };
 
-/* "10.0.0.2/24", "fd00::2/64", a bare address (prefix = full length) or "default". */
+/* "10.0.0.2/24", "fd00::2/64", a bare address (prefix = full length; common/peer.c parses
+ * these) or "default". */
 static int parse_cidr(const char *s, struct cidr *c)
 {
-	char tmp[64];
+	memset(c, 0, sizeof *c);
 	if (!strcmp(s, "default")) {
-		memset(c, 0, sizeof *c);
 		c->family = AF_UNSPEC;
 		return 0;
 	}
-	if (strlen(s) >= sizeof tmp)
+	struct peer_cidr p;
+	if (peer_parse_cidr(s, strlen(s), &p))
 		return -1;
-	snprintf(tmp, sizeof tmp, "%s", s);
-	char *slash = strchr(tmp, '/');
-	if (slash)
-		*slash = 0;
-	if (inet_pton(AF_INET, tmp, c->addr) == 1)
-		c->family = AF_INET;
-	else if (inet_pton(AF_INET6, tmp, c->addr) == 1)
-		c->family = AF_INET6;
-	else
-		return -1;
-	int max = c->family == AF_INET ? 32 : 128;
-	c->prefix = max;
-	if (slash) {
-		char *end;
-		long p = strtol(slash + 1, &end, 10);
-		if (!slash[1] || *end || p < 0 || p > max)
-			return -1;
-		c->prefix = (int)p;
-	}
+	c->family = p.family;
+	memcpy(c->addr, p.addr, sizeof c->addr);
+	c->prefix = (int)p.bits;
 	return 0;
 }
 

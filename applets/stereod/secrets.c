@@ -15,20 +15,15 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+/* Decoded as upstream's Go struct: case-insensitive keys, a missing field is empty. */
 int secret_decode(const struct json *j, int obj, struct secret_req *r, char *err)
 {
-	int n = json_get(j, obj, "name"), v = json_get(j, obj, "value"), m = json_get(j, obj, "mode");
-	if (n < 0)
-		return errf(err, "payload.name is missing");
-	if (json_str(j, n, &r->name, JSON_STR_ANY, err))
-		return errf(err, "payload.name: expected a string");
-	if (v < 0)
-		return errf(err, "payload.value is missing");
-	if (json_str(j, v, &r->value, JSON_STR_ANY, err))
-		return errf(err, "payload.value: expected a string");
 	r->mode = 0;
-	if (m >= 0 && json_kind(j, m) != JSON_NULL && json_u64(j, m, &r->mode))
-		return errf(err, "payload.mode: expected an unsigned integer");
+	if (json_go_object(j, obj, "stereosd.SecretPayload", err) ||
+	    json_go_str(j, obj, "SecretPayload", "name", &r->name, err) ||
+	    json_go_str(j, obj, "SecretPayload", "value", &r->value, err) ||
+	    json_go_uint(j, obj, "SecretPayload", "mode", 32, &r->mode, err))
+		return -1;
 	return 0;
 }
 
@@ -63,8 +58,13 @@ int secrets_setup(struct stereod *d, char *err)
 				return errf(err, "opening %s: %s", d->secrets_dir, strerror(errno));
 		}
 	}
+	d->umask = umask(022);
+	umask(d->umask);
 	d->secrets_fd = fd;
 	d->secrets_on_tmpfs = on_tmpfs(fd);
+	int swept = atomic_tmp_sweep(fd);   /* left by a writer killed mid-write */
+	if (swept > 0)
+		log_info("removed stale temp files from the secrets dir", "count=%d", swept);
 	if (d->secrets_on_tmpfs)
 		log_info("secrets store ready", "path=%s fs=tmpfs", d->secrets_dir);
 	else if (d->allow_disk_secrets)
@@ -86,18 +86,59 @@ void secrets_teardown(struct stereod *d)
 			 strerror(errno));
 }
 
+/* Upstream's refusals with upstream's words (its Go %q of the name, and for the names its open
+ * or rename fails on, the text of that failure: longer than ERRBUF, with the raw name, NUL
+ * included), then ours. 0, or -1 with the reason in why. */
+int secret_name_check(const struct stereod *d, const char *name, size_t len, struct buf *why)
+{
+	struct buf q = {0};
+	const char *upstream = NULL;
+	char err[ERRBUF] = "";
+	int rc = 0;
+	why->len = 0;
+	go_quote(&q, name, len);
+	if (!len)
+		rc = errf(err, "secret name cannot be empty");
+	else if (memchr(name, '/', len) || memmem(name, len, "..", 2))
+		buf_printf(why, "invalid secret name: %s (must be a simple filename)", buf_cstr(&q));
+	else if (memchr(name, 0, len))
+		upstream = "invalid argument";
+	else if (len > 255)
+		upstream = "file name too long";
+	else if (!strcmp(name, "."))
+		buf_printf(why, "rename secret \".\": rename %s.tmp %s: file exists", d->secrets_dir,
+			   d->secrets_dir);
+	else
+		rc = valid_file_name(name, len, err);   /* ours: leading '.', control characters */
+	if (upstream) {
+		buf_printf(why, "write secret %s: open %s/", buf_cstr(&q), d->secrets_dir);
+		buf_append(why, name, len);
+		buf_printf(why, ".tmp: %s", upstream);
+	}
+	if (*err)
+		buf_puts(why, err);
+	buf_free(&q);
+	return why->len ? -1 : rc;
+}
+
 int secrets_inject(struct stereod *d, const struct secret_req *r, char *err)
 {
 	const char *name = buf_cstr((struct buf *)&r->name);
-	if (valid_file_name(name, r->name.len, err))
+	struct buf why = {0};
+	if (secret_name_check(d, name, r->name.len, &why)) {
+		errf(err, "%s", buf_cstr(&why));
+		buf_free(&why);
 		return -1;
+	}
 	if (r->mode > 0777)
 		return errf(err, "mode 0%llo is not a plain permission mode (0..0777)",
 			    (unsigned long long)r->mode);
 	if (!d->secrets_on_tmpfs && !d->allow_disk_secrets)
 		return errf(err, "refusing to write a secret to persistent storage: %s is not a tmpfs "
 			    "(--allow-disk-secrets allows it)", d->secrets_dir);
-	mode_t mode = r->mode ? (mode_t)r->mode : 0600;
+	/* The process umask applies, as it does to upstream's os.WriteFile (0666 -> 0644); read
+	 * once at start-up (umask(2) is process-wide: no umask(0) window while others create). */
+	mode_t mode = (r->mode ? (mode_t)r->mode : 0600) & ~d->umask;
 	int rc = atomic_write_at(d->secrets_fd, name, r->value.p ? r->value.p : "", r->value.len,
 				 mode, (uid_t)-1, (gid_t)-1);
 	if (rc)

@@ -25,20 +25,15 @@ static const char *const key_prefixes[] = {
 	"ecdsa-sha2-nistp521 ", "sk-ssh-ed25519@openssh.com ", "sk-ecdsa-sha2-nistp256@openssh.com ",
 };
 
+/* Decoded as upstream's Go struct: case-insensitive keys, a missing field is empty. */
 int sshkey_decode(const struct json *j, int obj, struct sshkey_req *r, char *err)
 {
-	int u = json_get(j, obj, "user"), k = json_get(j, obj, "public_key"), a = json_get(j, obj, "append");
-	if (u < 0)
-		return errf(err, "payload.user is missing");
-	if (json_str(j, u, &r->user, JSON_STR_ANY, err))
-		return errf(err, "payload.user: expected a string");
-	if (k < 0)
-		return errf(err, "payload.public_key is missing");
-	if (json_str(j, k, &r->key, JSON_STR_ANY, err))
-		return errf(err, "payload.public_key: expected a string");
 	r->append = false;
-	if (a >= 0 && json_kind(j, a) != JSON_NULL && json_bool(j, a, &r->append))
-		return errf(err, "payload.append: expected a boolean");
+	if (json_go_object(j, obj, "stereosd.SSHKeyPayload", err) ||
+	    json_go_str(j, obj, "SSHKeyPayload", "user", &r->user, err) ||
+	    json_go_str(j, obj, "SSHKeyPayload", "public_key", &r->key, err) ||
+	    json_go_bool(j, obj, "SSHKeyPayload", "append", &r->append, err))
+		return -1;
 	return 0;
 }
 
@@ -48,15 +43,25 @@ void sshkey_req_free(struct sshkey_req *r)
 	buf_free(&r->key);
 }
 
-/* The key without trailing whitespace, checked: one line, a known type, printable. */
+/* The key checked: upstream's refusals in upstream's words (empty, no known type + space at
+ * the start), then ours (one line, printable, key data after the type). len: the key without
+ * trailing whitespace. */
 static int check_key(const struct buf *key, size_t *len, char *err)
 {
-	size_t n = key->len;
+	size_t n = key->len, pl = 0;
+	if (!n)
+		return errf(err, "public_key cannot be empty");
+	for (size_t i = 0; i < ARRAY_SIZE(key_prefixes) && !pl; i++)
+		if (n >= strlen(key_prefixes[i]) && !memcmp(key->p, key_prefixes[i], strlen(key_prefixes[i])))
+			pl = strlen(key_prefixes[i]);
+	if (!pl)
+		return errf(err, "invalid SSH public key format: must start with a recognized key type "
+			    "(e.g., ssh-ed25519)");
 	while (n && (key->p[n - 1] == '\n' || key->p[n - 1] == '\r' || key->p[n - 1] == ' ' ||
 		     key->p[n - 1] == '\t'))
 		n--;
-	if (!n)
-		return errf(err, "public_key is empty");
+	if (n <= pl)
+		return errf(err, "public_key has no key data after its type");
 	if (n > KEY_MAX)
 		return errf(err, "public_key is longer than %d bytes", KEY_MAX);
 	for (size_t i = 0; i < n; i++) {
@@ -66,16 +71,8 @@ static int check_key(const struct buf *key, size_t *len, char *err)
 		if ((c < 0x20 && c != '\t') || c == 0x7f)
 			return errf(err, "public_key contains a control character");
 	}
-	for (size_t i = 0; i < ARRAY_SIZE(key_prefixes); i++) {
-		size_t pl = strlen(key_prefixes[i]);
-		if (n > pl && !memcmp(key->p, key_prefixes[i], pl)) {
-			*len = n;
-			return 0;
-		}
-	}
-	return errf(err, "public_key is not a supported SSH public key (ssh-ed25519, ssh-rsa, "
-		    "ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, "
-		    "sk-ecdsa-sha2-nistp256@openssh.com)");
+	*len = n;
+	return 0;
 }
 
 /* Length of "TYPE BLOB" at the start of a key line (what makes two keys the same key). */
@@ -134,17 +131,24 @@ int sshkey_inject(struct stereod *d, const struct sshkey_req *r, char *err)
 {
 	const char *user = buf_cstr((struct buf *)&r->user);
 	size_t klen = 0;
-	if (!r->user.len || strlen(user) != r->user.len || strchr(user, '/') || strchr(user, ':'))
-		return errf(err, "user name is empty or invalid");
+	if (!r->user.len)
+		return errf(err, "user cannot be empty");
 	if (check_key(&r->key, &klen, err))
 		return -1;
 	uid_t uid;
 	gid_t gid;
-	struct buf home = {0}, data = {0};
+	struct buf home = {0}, data = {0}, q = {0};
 	int homefd = -1, sshfd = -1, rc = -1;
-	int e = user_lookup(d->passwd_path, user, &uid, &gid, &home);
+	/* a name that cannot be in passwd is an unknown user, as with upstream's user.Lookup */
+	bool bad = strlen(user) != r->user.len || strchr(user, '/') || strchr(user, ':');
+	int e = bad ? -ENOENT : user_lookup(d->passwd_path, user, &uid, &gid, &home);
 	if (e) {
-		errf(err, e == -ENOENT ? "unknown user %s" : "looking up user %s: %s", user, strerror(-e));
+		go_quote(&q, r->user.p, r->user.len);
+		if (e == -ENOENT)
+			errf(err, "lookup user %s: user: unknown user %s", buf_cstr(&q), user);
+		else
+			errf(err, "lookup user %s: %s", buf_cstr(&q), strerror(-e));
+		buf_free(&q);
 		goto out;
 	}
 	if (home.len == 0 || home.p[0] != '/') {

@@ -13,6 +13,9 @@ config STEREOD
 	default y
 	help
 	  usage: stereod [--listen-mode auto|vsock|tcp] [--listen HOST:PORT] [--vsock-port N]
+	                 [--metadata-listen-mode auto|vsock|tcp|off]
+	                 [--metadata-listen HOST:PORT] [--metadata-vsock-port N]
+	                 [--metadata-env-file F] [--metadata-secrets-dir D]
 	                 [--allow-cid N,...] [--allow-local-peers] [--allow-from CIDR,...]
 	                 [--line-timeout DUR] [--kernel-cmdline FILE]
 	                 [--root DIR] [--socket PATH] [--agentd-socket PATH] [--run-dir DIR]
@@ -62,7 +65,24 @@ config STEREOD
 	                     and a newline to fd N, then close it
 	  --verbose          debug logs too
 
+	  Guest metadata (microvm-runtime's set_env/set_secret/ping, when built in):
+	  --metadata-listen-mode M  auto (vsock when the control plane is on vsock,
+	                            else off), vsock, tcp or off (default auto)
+	  --metadata-listen ADDR    TCP bind address (default 0.0.0.0:5555)
+	  --metadata-vsock-port N   vsock port (default 5555)
+	  --metadata-env-file F     default ROOT/var/run/microvm-guest/env
+	  --metadata-secrets-dir D  default ROOT/var/run/microvm-guest/secrets
+
 	  Exit codes: 0 stopped by SIGTERM/SIGINT, 1 start-up failed, 2 usage.
+
+config STEREOD_METADATA
+	bool "stereod: microvm-runtime guest metadata listener (vsock 5555)"
+	default y
+	depends on STEREOD
+	help
+	  A second NDJSON listener for microvm-runtime's guest metadata protocol:
+	  set_env (merged into an env file for init's env-file=), set_secret
+	  (base64, written 0600), ping.
 */
 #include "stereod.h"
 #include <fcntl.h>
@@ -74,7 +94,7 @@ config STEREOD
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char *path_under_root(const struct stereod *d, const char *path)
+char *path_under_root(const struct stereod *d, const char *path)
 {
 	size_t rl = strlen(d->root);
 	while (rl > 0 && d->root[rl - 1] == '/')
@@ -283,6 +303,10 @@ static int start(struct stereod *d)
 		goto fail;
 	}
 	log_info("IPC server listening", "socket=%s", d->socket_path);
+#ifdef CONFIG_STEREOD_METADATA
+	if (metadata_start(d, err))
+		goto fail;
+#endif
 	if (snapshot_setup(d, err))
 		goto fail;
 	struct agentd_conf ac = {.loop = d->loop, .socket = d->agentd_socket, .poll_ms = d->poll_ms,
@@ -306,6 +330,7 @@ fail:
 enum {
 	OPT_LISTEN_MODE = 256, OPT_LISTEN, OPT_VSOCK_PORT, OPT_ROOT, OPT_RUN_DIR, OPT_SECRETS_DIR,
 	OPT_CONFIG_DIR, OPT_SOCKET, OPT_AGENTD_SOCKET, OPT_PASSWD, OPT_GROUP, OPT_POLL,
+	OPT_MD_MODE, OPT_MD_LISTEN, OPT_MD_VSOCK_PORT, OPT_MD_ENV_FILE, OPT_MD_SECRETS_DIR,
 	OPT_DISK_SECRETS, OPT_POWEROFF, OPT_POWEROFF_CMD, OPT_MOUNT_HELPER, OPT_STAND_IN,
 	OPT_READY_FD, OPT_VERBOSE, OPT_ALLOW_CID, OPT_ALLOW_LOCAL, OPT_ALLOW_FROM, OPT_LINE_TIMEOUT,
 	OPT_CMDLINE,
@@ -331,6 +356,11 @@ static const struct option options[] = {
 	{"mount-stand-in", required_argument, 0, OPT_STAND_IN},
 	{"ready-fd", required_argument, 0, OPT_READY_FD},
 	{"verbose", no_argument, 0, OPT_VERBOSE},
+	{"metadata-listen-mode", required_argument, 0, OPT_MD_MODE},
+	{"metadata-listen", required_argument, 0, OPT_MD_LISTEN},
+	{"metadata-vsock-port", required_argument, 0, OPT_MD_VSOCK_PORT},
+	{"metadata-env-file", required_argument, 0, OPT_MD_ENV_FILE},
+	{"metadata-secrets-dir", required_argument, 0, OPT_MD_SECRETS_DIR},
 	{"allow-cid", required_argument, 0, OPT_ALLOW_CID},
 	{"allow-local-peers", no_argument, 0, OPT_ALLOW_LOCAL},
 	{"allow-from", required_argument, 0, OPT_ALLOW_FROM},
@@ -358,6 +388,9 @@ static char *opt_path(char *given, const struct stereod *d, const char *dflt)
 static void stereod_free(struct stereod *d)
 {
 	agentd_free(d->agentd);
+#ifdef CONFIG_STEREOD_METADATA
+	metadata_stop(d);
+#endif
 	ndjson_server_free(d->ndjson);
 	d->ndjson = NULL;
 	http_server_free(d->ipc);
@@ -382,7 +415,8 @@ int stereod_main(int argc, char **argv)
 	struct stereod d = {
 		.listen_mode = "auto", .listen_addr = "0.0.0.0:1024", .root = "/",
 		.vsock_port = VSOCK_DEFAULT_PORT, .poll_ms = 5000, .ready_fd = -1,
-		.secrets_fd = -1, .line_timeout_ms = LINE_TIMEOUT_MS, .cmdline_file = "/proc/cmdline",
+		.secrets_fd = -1, .md_mode = "auto", .md_addr = "0.0.0.0:5555", .md_vsock_port = 5555,
+		.line_timeout_ms = LINE_TIMEOUT_MS, .cmdline_file = "/proc/cmdline",
 	};
 	char err[ERRBUF];
 	char *given[OPT_GROUP + 1] = {0};
@@ -441,6 +475,29 @@ int stereod_main(int argc, char **argv)
 			break;
 		case OPT_VERBOSE:
 			log_set_level(LOG_DEBUG);
+			break;
+		case OPT_MD_MODE:
+			if (strcmp(optarg, "auto") && strcmp(optarg, "vsock") && strcmp(optarg, "tcp") &&
+			    strcmp(optarg, "off"))
+				return usage_error("--metadata-listen-mode must be auto, vsock, tcp or off, not '%s'",
+						   optarg);
+			d.md_mode = optarg;
+			break;
+		case OPT_MD_LISTEN:
+			if (!strchr(optarg, ':'))
+				return usage_error("--metadata-listen needs HOST:PORT, not '%s'", optarg);
+			d.md_addr = optarg;
+			break;
+		case OPT_MD_VSOCK_PORT:
+			if (parse_uint(optarg, 0xfffffffe, &v))
+				return usage_error("bad --metadata-vsock-port '%s'", optarg);
+			d.md_vsock_port = v;
+			break;
+		case OPT_MD_ENV_FILE: case OPT_MD_SECRETS_DIR:
+			if (optarg[0] != '/')
+				return usage_error("--metadata-%s must be an absolute path, not '%s'",
+						   c == OPT_MD_ENV_FILE ? "env-file" : "secrets-dir", optarg);
+			*(c == OPT_MD_ENV_FILE ? &d.md_env_file : &d.md_secrets_dir) = optarg;
 			break;
 		case OPT_ALLOW_CID:
 			if (peer_parse_cids(&d.peers, optarg, err))

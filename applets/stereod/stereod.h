@@ -42,8 +42,11 @@ struct stereod {
 	/* running state */
 	int64_t started_ms;
 	enum lc_state state;
+	bool ever_healthy;           /* reached healthy once (upstream then stays healthy) */
+	char degraded_reason[256];   /* the message of the last move to degraded */
 	int secrets_fd;              /* the secrets directory, opened once it is set up */
 	bool secrets_on_tmpfs, secrets_mounted;
+	mode_t umask;                /* the process umask at start: applied to secret modes */
 	struct mounts *mounts;        /* mounts.c */
 	struct jobs *jobs;            /* jobs.c: the worker thread for blocking work */
 	bool shutting_down;
@@ -53,6 +56,10 @@ struct stereod {
 	int64_t line_timeout_ms;      /* --line-timeout */
 	struct peer_rules peers;      /* who may connect (common/peer.c) */
 	struct ndjson_server *ndjson;
+	/* the guest-metadata listener (metadata.c): --metadata-* flags, then its state */
+	const char *md_mode, *md_addr, *md_env_file, *md_secrets_dir;
+	unsigned md_vsock_port;
+	struct metadata *metadata;
 	struct snapshot *snap;        /* snapshot_api.c */
 	struct http_server *ipc;
 	struct agentd *agentd;        /* agentd.c */
@@ -73,11 +80,14 @@ int stereod_listen(struct stereod *d, unsigned vsock_port, const char *tcp_addr,
 pid_t spawn_sh(const char *cmd, const char *const *args);
 /* Run spawn_sh and wait for it up to timeout_ms: exit status (0..255), or -1 with err. */
 int run_sh(const char *cmd, const char *const *args, int timeout_ms, char *err);
+/* ROOT + path (xmalloc'd). */
+char *path_under_root(const struct stereod *d, const char *path);
 
 /* lifecycle.c */
 const char *lc_state_name(enum lc_state s);
 void lc_event(struct stereod *d, enum lc_event ev, const char *message);
-void lc_health_payload(struct stereod *d, struct jw *w);  /* writes the health object */
+/* Writes the health object; upstream_view: the state an old (no-hello) client is shown. */
+void lc_health_payload(struct stereod *d, struct jw *w, bool upstream_view);
 
 /* ndjson_api.c: the control-plane server (vsock or TCP).
  * A request being answered: handlers (one line each in the dispatch table of ndjson_api.c)
@@ -87,7 +97,8 @@ struct req {
 	struct stereod *d;
 	struct nconn *conn;
 	const struct json *j;
-	int payload;               /* the payload object's token, -1 when absent */
+	int payload;               /* the payload object's token, -1 when absent or not an object */
+	int payload_tok;           /* the payload's token whatever its kind, -1 when absent */
 	const char *type;          /* the request's type (borrowed), type_len bytes */
 	size_t type_len;
 	const char *id;            /* the raw JSON of "id", NULL when absent */
@@ -95,6 +106,7 @@ struct req {
 	struct buf *out;           /* the connection's output buffer */
 };
 void reply_ack(struct req *r, bool ok, const char *error);
+void reply_ack_n(struct req *r, bool ok, const char *error, size_t len);   /* error may hold NULs */
 /* reply_begin writes {"type":TYPE[,"id":ID]; add "payload" with jw_key, then reply_end. */
 void reply_begin(struct req *r, struct jw *w, const char *type);
 void reply_end(struct req *r, struct jw *w);
@@ -140,6 +152,9 @@ void ndjson_server_free(struct ndjson_server *s);
 struct buf *ndjson_out(struct nconn *c);
 struct stereod *ndjson_daemon(struct nconn *c);
 void ndjson_subscribe(struct nconn *c);                   /* lifecycle pushes from now on */
+void ndjson_said_hello(struct nconn *c);
+/* Neither hello nor subscribe: an upstream client, shown upstream's states (never degraded). */
+bool ndjson_old_client(struct nconn *c);
 struct defer *ndjson_defer(struct nconn *c);              /* NULL when out of memory */
 void defer_line(struct defer *d, const char *json, size_t len);
 /* The parts of a deferred reply (opaque to handlers): defer_out is the connection's output,
@@ -154,6 +169,10 @@ void defer_end(struct defer *d);
 void ndjson_push_lifecycle(struct ndjson_server *s, const char *state, const char *message);
 /* After a VM restore: close every connection but keep and the subscribers; how many closed. */
 int ndjson_close_stale(struct ndjson_server *s, struct nconn *keep);
+
+/* metadata.c: microvm-runtime's guest metadata listener (off with --metadata-listen-mode off) */
+int metadata_start(struct stereod *d, char *err);
+void metadata_stop(struct stereod *d);
 
 /* ipc_api.c: the HTTP API on the unix socket */
 struct http_server *ipc_server_new(struct stereod *d, int listen_fd);
@@ -186,6 +205,8 @@ void mount_req_free(struct mount_req *r);
 int secrets_setup(struct stereod *d, char *err);
 void secrets_teardown(struct stereod *d);
 int secrets_inject(struct stereod *d, const struct secret_req *r, char *err);
+/* The name rules with upstream's error texts (which may pass ERRBUF and hold a NUL). */
+int secret_name_check(const struct stereod *d, const char *name, size_t len, struct buf *why);
 int secrets_list(struct stereod *d, struct jw *w, char *err);   /* writes a JSON array */
 int secrets_remove(struct stereod *d, const char *name, size_t len, char *err);
 

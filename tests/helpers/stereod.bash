@@ -76,12 +76,13 @@ ipc() {
 	echo "$code $(cat "$BATS_TEST_TMPDIR/ipc.out")"
 }
 
-# state: the lifecycle state get_health reports
+# state: the lifecycle state get_health reports to a client that said hello (one that did not
+# is shown upstream's view: never degraded)
 state() {
-	echo '{"type":"get_health"}' | nd | jq -r .payload.state
+	printf '{"type":"hello"}\n{"type":"get_health"}\n' | nd | tail -1 | jq -r .payload.state
 }
 
-# wait_state S: until get_health says S
+# wait_state S: until get_health (after hello) says S
 wait_state() {
-	wait_for sh -c "[ \"\$(echo '{\"type\":\"get_health\"}' | '$STEREO_T/ndjson_client' '$ADDR' | jq -r .payload.state)\" = '$1' ]"
+	wait_for sh -c "[ \"\$(printf '{\"type\":\"hello\"}\\n{\"type\":\"get_health\"}\\n' | '$STEREO_T/ndjson_client' '$ADDR' | tail -1 | jq -r .payload.state)\" = '$1' ]"
 }
