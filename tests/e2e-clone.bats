@@ -35,7 +35,7 @@ ns_now() { date +%s%N; }
 boot() {
 	local n=$1
 	shift
-	free_port > "$C/port.$n"
+	[ -s "$C/port.$n" ] || free_port > "$C/port.$n"
 	mkdir -p "$C/share.$n"
 	(timeout 900 sh "$STEREO_TOP/rootfs/vm.sh" --image "$C/image.cpio.zst" \
 		--port "$(cat "$C/port.$n")" --share "$C/share.$n" --tag e2e \
@@ -105,7 +105,8 @@ time.sleep(900)' "$(cat "$C/port.0")" >"$C/held.ports" 2>"$C/held.err" </dev/nul
 
 	local n
 	for n in $(seq 1 "$NCLONES"); do
-		free_port > "$C/fwd.$n"
+		# the clone's control port and its second forward: two distinct ports
+		free_ports 2 | { read -r a; read -r b; echo "$a" > "$C/port.$n"; echo "$b" > "$C/fwd.$n"; }
 		boot "$n" --vmgenid "$(cat /proc/sys/kernel/random/uuid)" --mac "02:fc:00:00:00:0$n" \
 			--fwd "$(cat "$C/fwd.$n"):10.0.2.2$n" \
 			--incoming "exec:cat $C/snapshot"

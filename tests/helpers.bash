@@ -33,6 +33,15 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# free_ports N: N distinct free TCP ports, one a line (all held at once while the kernel picks
+# them; two free_port calls in a row can be given the same port)
+free_ports() {
+	python3 -c 'import socket, sys
+s = [socket.socket() for _ in range(int(sys.argv[1]))]
+for x in s: x.bind(("127.0.0.1", 0))
+print("\n".join(str(x.getsockname()[1]) for x in s))' "$1"
+}
+
 # asan_clean FILE: fail when a sanitizer report is in FILE (daemon logs).
 asan_clean() {
 	if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$1"; then
