@@ -41,7 +41,7 @@ config STEREO_HOST
 	                                 random bytes (and the rest), print each step
 	    metrics [--json]             cpu, memory, disk, load, pressure, generation
 	    metadata ping                microvm-runtime's guest metadata listener
-	                                 (vsock port 5555 unless a port is given)
+	                                 (vsock/--uds port 5555 unless one is given)
 	    metadata set-env K=V...      set variables in the guest's env file; K=
 	                                 deletes K; other keys are left as they are
 	    metadata set-secret NAME [--from-file F | --from-env VAR]

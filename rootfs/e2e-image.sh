@@ -12,8 +12,9 @@ mkdir -p "$stage/etc/stereos/hooks/freeze.d"
 ln -sf /bin/e2e-probe "$stage/etc/stereos/hooks/freeze.d/50-e2e"
 mkdir -p "$stage/mnt/e2e" "$stage/etc/stereos/services"
 cat > "$stage/etc/stereos/services/stereod.conf" <<'CONF'
-# init's built-in default, written out because a services directory replaces it
-exec=/bin/stereod --listen-mode auto
+# init's built-in default, written out because a services directory replaces it, plus the
+# guest-metadata listener on TCP (QEMU forwards it; its peer is QEMU's gateway 10.0.2.2)
+exec=/bin/stereod --listen-mode auto --metadata-listen-mode tcp
 restart=always
 CONF
 cat > "$stage/etc/stereos/services/e2e-probe.conf" <<'CONF'

@@ -1,7 +1,8 @@
 /* e2e-probe.c - a test-only guest service, present only in the image `build.sh --test` makes
  * (tests/e2e.bats). It lets the host see guest state that the control protocol on purpose
  * never sends back: when a 9p file system is mounted at DIR (by stereod's `mount` message), it
- * copies the injected secrets, the authorized_keys files and jcard.toml into DIR, writes a
+ * copies the injected secrets, the authorized_keys files, jcard.toml and what the guest-metadata
+ * listener wrote (env file as md.env, secrets under md-secrets/) into DIR, writes a
  * manifest of their modes and owners, and writes DIR/hello last as the "done" marker. A
  * production image has no such service, so nothing leaves the guest that way there.
  *
@@ -291,6 +292,22 @@ static void report(void)
 		copy_one(keys, name, m);
 	}
 	copy_one("/etc/stereos/jcard.toml", "jcard.toml", m);
+	/* what stereod's guest-metadata listener wrote (set_env, set_secret) */
+	copy_one("/var/run/microvm-guest/env", "md.env", m);
+	copy_one("/var/run/microvm-guest/secrets", NULL, m);
+	snprintf(sdir, sizeof sdir, "%s/md-secrets", dir);
+	mkdir(sdir, 0700);
+	d = opendir("/var/run/microvm-guest/secrets");
+	for (struct dirent *e; d && (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		char src[512], name[512];
+		snprintf(src, sizeof src, "/var/run/microvm-guest/secrets/%.255s", e->d_name);
+		snprintf(name, sizeof name, "md-secrets/%.255s", e->d_name);
+		copy_one(src, name, m);
+	}
+	if (d)
+		closedir(d);
 	fclose(m);
 	int rc = put("manifest", text, tlen, 0644);
 	free(text);

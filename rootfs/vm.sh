@@ -7,11 +7,13 @@
 # mount tag TAG. With -no-reboot a guest poweroff or reboot ends QEMU (exit 0).
 # The script ends by exec'ing QEMU, so `vm.sh ... &` gives QEMU's PID in $!.
 #
-# usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE]
+# usage: vm.sh [--image IMG] [--port PORT] [--md-port PORT] [--share DIR] [--tag TAG] [--serial FILE]
 #              [--append ARGS] [--mem MIB] [--pidfile FILE] [--machine q35|microvm]
 #              [--qmp SOCK] [--vmgenid GUID|auto] [--mac MAC] [--fwd PORT:IP] [--incoming URI]
 #   --image   initramfs (default build/rootfs/initramfs.cpio.zst)
 #   --port    host loopback port forwarded to the guest's 1024 (default: a free one)
+#   --md-port host loopback port forwarded to the guest's 5555 (stereod's guest-metadata
+#             listener, docs/stereod.md; none by default)
 #   --share   host directory shared over 9p (default build/vm/share), --tag its tag (share)
 #   --serial  file for the guest console (default: this terminal)
 #   --append  more kernel command line
@@ -34,10 +36,10 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 image=$top/build/rootfs/initramfs.cpio.zst
-port="" share=$top/build/vm/share tag=share serial="" append="" mem=256 pidfile="" machine=q35
+port="" mdport="" share=$top/build/vm/share tag=share serial="" append="" mem=256 pidfile="" machine=q35
 qmp="" vmgenid="" mac="" fwd="" incoming=""
 usage() {
-	echo "usage: vm.sh [--image IMG] [--port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB] [--pidfile FILE] [--machine q35|microvm]" >&2
+	echo "usage: vm.sh [--image IMG] [--port PORT] [--md-port PORT] [--share DIR] [--tag TAG] [--serial FILE] [--append ARGS] [--mem MIB] [--pidfile FILE] [--machine q35|microvm]" >&2
 	echo "             [--qmp SOCK] [--vmgenid GUID|auto] [--mac MAC] [--fwd PORT:IP] [--incoming URI]" >&2
 	exit 2
 }
@@ -46,6 +48,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--image) image=$2 ;;
 	--port) port=$2 ;;
+	--md-port) mdport=$2 ;;
 	--share) share=$2 ;;
 	--tag) tag=$2 ;;
 	--serial) serial=$2 ;;
@@ -159,6 +162,7 @@ extra=""
 # A clone's devices must match the source's: every option here changes a property, never the
 # set of devices, except --vmgenid, which the source and its clones must all have.
 hostfwd="hostfwd=tcp:127.0.0.1:$port-:1024"
+[ -n "$mdport" ] && hostfwd="$hostfwd,hostfwd=tcp:127.0.0.1:$mdport-:5555"
 nic="virtio-net-$devsuffix,netdev=n0$romfile"
 set --
 if [ -n "$fwd" ]; then

@@ -36,9 +36,10 @@ boot() {
 	local m=$1 d=$E2E/$1
 	mkdir -p "$d/share"
 	free_port > "$d/port"
+	free_port > "$d/mdport"
 	date +%s%N > "$d/t0"
 	(timeout 600 sh "$STEREO_TOP/rootfs/vm.sh" --machine "$m" --image "$E2E/image.cpio.zst" \
-		--port "$(cat "$d/port")" --share "$d/share" --tag e2e --serial "$d/serial.log" \
+		--port "$(cat "$d/port")" --md-port "$(cat "$d/mdport")" --share "$d/share" --tag e2e --serial "$d/serial.log" \
 		--pidfile "$d/qemu.pid" --append "$2" \
 		>"$d/vm.log" 2>&1 </dev/null 3>&- &)
 }
@@ -60,7 +61,8 @@ setup_file() {
 	boot microvm "loglevel=7 -- --halt=reboot"
 	# the VMM's hybrid vsock socket: guest port 1024 is the microvm's forwarded port
 	("$STEREO_T/vsock_mux" --uds "$E2E/microvm/v.sock" --ready "$E2E/mux.ready" \
-		--forward "1024=127.0.0.1:$(cat "$E2E/microvm/port")" --record "$E2E/mux.rec" \
+		--forward "1024=127.0.0.1:$(cat "$E2E/microvm/port")" \
+		--forward "5555=127.0.0.1:$(cat "$E2E/microvm/mdport")" --record "$E2E/mux.rec" \
 		>"$E2E/mux.log" 2>&1 </dev/null 3>&- & echo $! > "$E2E/mux.pid")
 	local m
 	for m in $MACHINES; do
@@ -192,6 +194,31 @@ teardown() {
 	done
 }
 
+@test "the guest-metadata listener takes set-env and set-secret (q35 over TCP, microvm over hybrid vsock port 5555)" {
+	printf 'md\0bytes\n\377' > "$E2E/md.secret"
+	local m
+	for m in $MACHINES; do
+		if [ "$m" = microvm ]; then
+			run stereo-host --uds "$E2E/microvm/v.sock" --timeout 10s metadata set-env E2E_VAR=hello E2E_GONE=x
+		else
+			run stereo-host --tcp "127.0.0.1:$(cat "$E2E/$m/mdport")" --timeout 10s metadata set-env E2E_VAR=hello E2E_GONE=x
+		fi
+		assert_success
+		if [ "$m" = microvm ]; then
+			run stereo-host --uds "$E2E/microvm/v.sock" --timeout 10s metadata set-env E2E_GONE=
+			assert_success
+			run stereo-host --uds "$E2E/microvm/v.sock" --timeout 10s metadata set-secret md_tok --from-file "$E2E/md.secret"
+		else
+			run stereo-host --tcp "127.0.0.1:$(cat "$E2E/$m/mdport")" --timeout 10s metadata set-env E2E_GONE=
+			assert_success
+			run stereo-host --tcp "127.0.0.1:$(cat "$E2E/$m/mdport")" --timeout 10s metadata set-secret md_tok --from-file "$E2E/md.secret"
+		fi
+		assert_success
+	done
+	# the microvm's metadata went through the multiplexer with the default port 5555
+	grep -qx 'CONNECT 5555' "$E2E/mux.rec"
+}
+
 @test "a 9p mount through the protocol shows a file written by the guest on the host" {
 	local m
 	for m in $MACHINES; do
@@ -214,6 +241,21 @@ teardown() {
 		assert_file_contains "$s/manifest" '^/run/stereos/secrets/e2e_token 0600 0 0$'
 		run grep -c '^/run/stereos/secrets/' "$s/manifest"
 		assert_output 1
+	done
+}
+
+@test "set-env and set-secret reached files inside the guest: the env file and the secret, 0600 in a 0700 directory" {
+	local m s
+	for m in $MACHINES; do
+		s=$E2E/$m/share
+		wait_file "$s/hello"
+		assert_file_exists "$s/md.env"
+		run cat "$s/md.env"
+		assert_output 'E2E_VAR=hello'
+		cmp "$E2E/md.secret" "$s/md-secrets/md_tok"
+		assert_file_contains "$s/manifest" '^/var/run/microvm-guest/env 0600 0 0$'
+		assert_file_contains "$s/manifest" '^/var/run/microvm-guest/secrets 0700 0 0$'
+		assert_file_contains "$s/manifest" '^/var/run/microvm-guest/secrets/md_tok 0600 0 0$'
 	done
 }
 
