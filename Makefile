@@ -71,7 +71,8 @@ endif
 
 CONFIG_TARGETS := defconfig menuconfig oldconfig olddefconfig savedefconfig allnoconfig clean distclean deps \
 	host guest host-asan guest-asan
-ifeq ($(filter $(CONFIG_TARGETS),$(MAKECMDGOALS)),)
+# Include the configuration unless every goal is one of these (`make asan host` still needs it).
+ifneq ($(filter-out $(CONFIG_TARGETS),$(MAKECMDGOALS))$(if $(MAKECMDGOALS),,all),)
 include $(P)generated/auto.conf
 include generated/applets.mk
 endif
