@@ -70,6 +70,23 @@ start_mux() {
 	assert_output "$(printf 'CONNECT 1024\n%.0s' 1 2 3 4 5)"
 }
 
+@test "metadata commands through the multiplexer: CONNECT 5555 by default, or the port named" {
+	start_stereod --metadata-listen-mode tcp --metadata-listen 127.0.0.1:0
+	wait_file "$LOG" 'msg="guest metadata listening"'
+	local maddr
+	maddr=$(sed -n 's/.*msg="guest metadata listening" addr=\([^ ]*\).*/\1/p' "$LOG" | tail -1)
+	start_mux --forward "5555=$maddr" --forward "6000=$maddr"
+	unset STEREO_HOST_ADDR
+	run stereo-host --uds "$MUX" metadata set-env UDS_VAR=one
+	assert_success
+	printf 'b\0in' | stereo-host --uds "$MUX:6000" metadata set-secret uds_md
+	run cat "$ROOT/var/run/microvm-guest/env"
+	assert_output 'UDS_VAR=one'
+	cmp "$ROOT/var/run/microvm-guest/secrets/uds_md" <(printf 'b\0in')
+	run cat "$MUXREC"
+	assert_output "$(printf 'CONNECT 5555\nCONNECT 6000')"
+}
+
 @test "events stream through the multiplexer until the guest shuts down" {
 	start_stereod
 	start_mux
