@@ -3,7 +3,7 @@
  * supports it, lifecycle pushes skipped (or printed, by `events`). Mirrors the Go host client
  * (seed 001) on the wire.
  *
- * Spec: shared/spec/protocol.md §1-4 and §8; design.md (exit codes, --json)
+ * Spec: docs/protocol.md, docs/clis.md; exit codes in README.md "Conventions"
  */
 /*
 APPLET(stereo-host)

@@ -1,5 +1,5 @@
 /* config.c - set_config: the host's jcard.toml, written atomically for agentd to pick up.
- * Spec: shared/spec/protocol.md §5 (Config)
+ * Spec: docs/protocol.md (set_config)
  */
 #include "stereod.h"
 #include <fcntl.h>

@@ -3,7 +3,7 @@
  * bodies; the work is done by the same subsystem functions as the NDJSON messages.
  * Errors are {"error": "..."}: 400 malformed JSON or wrong field types, 422 refused,
  * 404 unknown path, 405 wrong method, 413 body over 1 MiB (common/http.c).
- * Spec: shared/spec/protocol.md §6
+ * Spec: docs/ipc-api.md
  */
 #include "stereod.h"
 

@@ -2,7 +2,7 @@
  * health payload. Every transition goes through lc_event, which logs it and reports it through
  * the lc_notify callback (stereod.c pushes it to the subscribed connections), from this one
  * place; nothing here knows about connections.
- * Spec: shared/spec/protocol.md §4
+ * Spec: docs/protocol.md (lifecycle)
  */
 #include "stereod.h"
 

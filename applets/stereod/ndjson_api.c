@@ -2,7 +2,7 @@
  * decoding of a request line and the replies, immediate or deferred. The connections under it
  * (framing, order, back-pressure, budgets) are ndjson_server.c and common/conn.c.
  * Adding a message type is one line in `messages` below.
- * Spec: shared/spec/protocol.md §1-§3
+ * Spec: docs/protocol.md
  */
 #include "stereod.h"
 

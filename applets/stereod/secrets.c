@@ -4,7 +4,7 @@
  * name, fchmod, fsync, rename) from a directory fd, values are wiped from memory after use
  * and never logged. The store must be a tmpfs: as root we mount one when the directory is not,
  * otherwise writes are refused unless --allow-disk-secrets.
- * Spec: shared/spec/protocol.md §5 (Secrets)
+ * Spec: docs/protocol.md (inject_secret), docs/ipc-api.md
  */
 #include "stereod.h"
 #include <dirent.h>

@@ -9,7 +9,7 @@
  * Upstream replaces the file with the injected key; "append": true adds the key once instead,
  * and reads the old file only when it is a regular file owned by the user with one link (a
  * hard link to a root-only file would otherwise be copied into a file the user can read).
- * Spec: shared/spec/protocol.md §5 (SSH keys)
+ * Spec: docs/protocol.md (inject_ssh_key), docs/stereod.md
  */
 #include "stereod.h"
 #include <fcntl.h>

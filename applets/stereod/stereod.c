@@ -3,7 +3,7 @@
  * The subsystems live beside this file (ndjson_api.c, ipc_api.c, lifecycle.c, secrets.c,
  * sshkeys.c, mounts.c, agentd.c, config.c, shutdown.c, users.c); this file wires them to one
  * event loop in the order of the spec's start sequence.
- * Spec: shared/spec/protocol.md, shared/spec/design.md "Standard command lines"
+ * Spec: docs/protocol.md, docs/stereod.md
  */
 /*
 APPLET(stereod)

@@ -2,7 +2,7 @@
  *
  * One struct stereod holds the configuration (paths, flags) and the running state; it is
  * created in stereod.c and passed to every subsystem. Nothing here is global.
- * Spec: shared/spec/protocol.md
+ * Spec: docs/protocol.md, docs/stereod.md
  */
 #ifndef STEREOD_H
 #define STEREOD_H
