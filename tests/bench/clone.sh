@@ -10,7 +10,7 @@ set -eu
 top=${STEREO_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 bin=${STEREO_BIN:-$top/stereo}
 out=$top/build/bench/clone
-rounds=${ROUNDS:-3}
+rounds=${ROUNDS:-${BENCH_ROUNDS:-5}}
 rm -rf "$out"
 mkdir -p "$out"
 pids=""
