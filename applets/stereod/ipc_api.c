@@ -173,10 +173,18 @@ static void post_mount(struct ipc_req *q)
 	if (mount_decode(&j, 0, &m, err)) {
 		http_reply_error(q->c, 400, err);
 	} else if ((hd = http_defer(q->c))) {
-		struct ipc_mount *x = xmalloc(sizeof *x);
-		*x = (struct ipc_mount){.hd = hd, .tag = xstrdup(buf_cstr(&m.tag)),
-					.guest_path = xstrdup(buf_cstr(&m.guest_path))};
-		mounts_request(q->d->mounts, &m, ipc_mount_replied, x);
+		struct ipc_mount *x = malloc(sizeof *x);
+		char *tag = strdup(buf_cstr(&m.tag)), *path = strdup(buf_cstr(&m.guest_path));
+		if (!x || !tag || !path) {
+			/* fail this request, never the daemon */
+			free(x);
+			free(tag);
+			free(path);
+			http_defer_error(hd, 503, "out of memory");
+		} else {
+			*x = (struct ipc_mount){.hd = hd, .tag = tag, .guest_path = path};
+			mounts_request(q->d->mounts, &m, ipc_mount_replied, x);
+		}
 	} else if (mounts_add(q->d->mounts, &m, err)) {
 		http_reply_error(q->c, 422, err);
 	} else {

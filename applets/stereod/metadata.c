@@ -120,12 +120,18 @@ static int kv_set(struct kv **v, size_t *n, const char *k, size_t kl, const char
 		return 0;
 	if (*n >= ENV_MAX)
 		return -1;
-	char *line = xmalloc(kl + 1 + vl + 1);
+	/* once ready the daemon never exits on a failed allocation: the request fails instead */
+	char *line = malloc(kl + 1 + vl + 1);
+	struct kv *nv = line ? realloc(*v, (*n + 1) * sizeof **v) : NULL;
+	if (!nv) {
+		free(line);
+		return -2;
+	}
+	*v = nv;
 	memcpy(line, k, kl);
 	line[kl] = '=';
 	memcpy(line + kl + 1, val, vl);
 	line[kl + 1 + vl] = 0;
-	*v = xrealloc(*v, (*n + 1) * sizeof **v);
 	(*v)[(*n)++] = (struct kv){line, kl, kl + 1 + vl};
 	return 0;
 }
@@ -195,8 +201,10 @@ static int op_set_env(struct metadata *md, const struct json *j, char *err)
 	for (int e = 0; e < n && !rc; e++, i = json_next(j, i + 1)) {
 		json_str(j, i, &k, JSON_STR_ANY, err);
 		json_str(j, i + 1, &val, JSON_STR_ANY, err);
-		if (kv_set(&v, &nv, buf_cstr(&k), k.len, buf_cstr(&val), val.len))
-			rc = errf(err, "too many variables (max %d)", ENV_MAX);
+		int r = kv_set(&v, &nv, buf_cstr(&k), k.len, buf_cstr(&val), val.len);
+		if (r)
+			rc = r == -2 ? errf(err, "out of memory")
+				     : errf(err, "too many variables (max %d)", ENV_MAX);
 	}
 	buf_free(&k);
 	buf_wipe(&val);

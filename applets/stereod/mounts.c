@@ -47,18 +47,29 @@ struct mount_entry {
 	bool read_only;
 };
 
+/* The table handed to the unmount at shutdown (mounts_detach): preallocated, so that the
+ * shutdown needs no memory. */
+struct mount_list {
+	const char *helper;
+	struct mount_entry e[MOUNTS_MAX];
+	size_t n;
+};
+
+/* Once stereod is ready nothing here exits on a failed allocation: a request that cannot get
+ * its memory is refused ("out of memory"), everything it needs is allocated before it mounts. */
 struct mounts {
 	struct mounts_conf conf;
 	struct mount_entry table[MOUNTS_MAX];
 	size_t n;
 	char *pending[MOUNTS_MAX];     /* guest paths of requests under way (reserved) */
 	size_t npending;
+	struct mount_list detached;
 };
 
 /* One request under way: filled by mounts_begin, worked by mount_op_run. */
 struct mount_op {
 	char clean[PATH_MAX];
-	char *target, *tag, *fs;
+	char *target, *tag, *fs, *guest_path;
 	const char *root, *helper, *stand_in;
 	bool read_only, chown;
 	uid_t uid;
@@ -182,10 +193,21 @@ static char *under_root(const char *root, const char *path)
 	size_t rl = strlen(root);
 	while (rl > 0 && root[rl - 1] == '/')
 		rl--;
-	char *p = xmalloc(rl + strlen(path) + 1);
+	char *p = malloc(rl + strlen(path) + 1);
+	if (!p)
+		return NULL;
 	memcpy(p, root, rl);
 	strcpy(p + rl, path);
 	return p;
+}
+
+static void op_free(struct mount_op *op)
+{
+	free(op->tag);
+	free(op->fs);
+	free(op->target);
+	free(op->guest_path);
+	free(op);
 }
 
 /* --mount-helper CMD runs as sh -c 'CMD "$@"' with args as $1... */
@@ -206,11 +228,22 @@ struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char 
 	char clean[PATH_MAX];
 	if (mount_check(m, r, clean, err))
 		return NULL;
-	struct mount_op *op = xcalloc(1, sizeof *op);
-	snprintf(op->clean, sizeof op->clean, "%s", clean);
-	op->target = under_root(m->conf.root, clean);
-	op->tag = xstrdup(buf_cstr((struct buf *)&r->tag));
-	op->fs = xstrdup(buf_cstr((struct buf *)&r->fs_type));
+	struct mount_op *op = calloc(1, sizeof *op);
+	char *reserved = strdup(clean);
+	if (op) {
+		snprintf(op->clean, sizeof op->clean, "%s", clean);
+		op->target = under_root(m->conf.root, clean);
+		op->tag = strdup(buf_cstr((struct buf *)&r->tag));
+		op->fs = strdup(buf_cstr((struct buf *)&r->fs_type));
+		op->guest_path = strdup(clean);
+	}
+	if (!op || !reserved || !op->target || !op->tag || !op->fs || !op->guest_path) {
+		if (op)
+			op_free(op);
+		free(reserved);
+		errf(err, "out of memory");
+		return NULL;
+	}
 	op->root = m->conf.root;
 	op->helper = m->conf.helper;
 	op->stand_in = m->conf.stand_in;
@@ -221,7 +254,7 @@ struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char 
 		if (!group_lookup(m->conf.group, "agent", &ggid))
 			op->gid = ggid;
 	}
-	m->pending[m->npending++] = xstrdup(clean);
+	m->pending[m->npending++] = reserved;
 	return op;
 }
 
@@ -230,7 +263,7 @@ struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char 
 /* The directories this request created: parent fd + name, to be removed on failure. */
 struct created {
 	int parent[DEPTH_MAX];
-	char *name[DEPTH_MAX];
+	char name[DEPTH_MAX][NAME_MAX + 1];
 	int n;
 };
 
@@ -241,7 +274,6 @@ static void created_undo(struct created *c, bool remove)
 			log_warn("cannot remove a mount point directory this request created",
 				 "name=%s err=\"%s\"", c->name[i], strerror(errno));
 		close(c->parent[i]);
-		free(c->name[i]);
 	}
 	c->n = 0;
 }
@@ -275,7 +307,7 @@ static int walk(struct mount_op *op, struct created *c)
 			}
 			if (!mkdirat(cur, name, 0755)) {
 				c->parent[c->n] = dup(cur);
-				c->name[c->n++] = xstrdup(name);
+				memcpy(c->name[c->n++], name, sizeof name);
 			} else if (errno != EEXIST) {
 				int e2 = errno;
 				close(cur);
@@ -420,16 +452,13 @@ int mounts_end(struct mounts *m, struct mount_op *op, char *err)
 		errf(err, "%s", op->err);
 	} else {
 		struct mount_entry *e = &m->table[m->n++];
-		*e = (struct mount_entry){.tag = op->tag, .guest_path = xstrdup(op->clean),
+		*e = (struct mount_entry){.tag = op->tag, .guest_path = op->guest_path,
 					  .fs_type = op->fs, .target = op->target, .read_only = op->read_only};
-		op->tag = op->fs = op->target = NULL;
+		op->tag = op->fs = op->target = op->guest_path = NULL;
 		log_info("mounted", "tag=%s path=%s fs=%s ro=%d", e->tag, e->guest_path, e->fs_type,
 			 e->read_only);
 	}
-	free(op->tag);
-	free(op->fs);
-	free(op->target);
-	free(op);
+	op_free(op);
 	return rc;
 }
 
@@ -472,7 +501,14 @@ void mounts_request(struct mounts *m, const struct mount_req *r, mounts_reply_fn
 		replied(ctx, -1, err);
 		return;
 	}
-	struct mount_job *j = xmalloc(sizeof *j);
+	struct mount_job *j = malloc(sizeof *j);
+	if (!j) {
+		/* no memory for the job: the mount runs here, on the loop, rather than not at all */
+		mount_op_run(op);
+		int rc = mounts_end(m, op, err);
+		replied(ctx, rc, err);
+		return;
+	}
 	*j = (struct mount_job){.m = m, .op = op, .replied = replied, .ctx = ctx};
 	int e = jobs_run(m->conf.jobs, job_work, job_done, j);
 	if (e) {
@@ -498,18 +534,11 @@ void mounts_list(const struct mounts *m, struct jw *w)
 	jw_arr_end(w);
 }
 
-struct mount_list {
-	const char *helper;
-	struct mount_entry *e;
-	size_t n;
-};
-
 struct mount_list *mounts_detach(struct mounts *m)
 {
-	struct mount_list *l = xcalloc(1, sizeof *l);
+	struct mount_list *l = &m->detached;
 	l->helper = m->conf.helper;
 	l->n = m->n;
-	l->e = xmalloc((m->n ? m->n : 1) * sizeof *l->e);
 	memcpy(l->e, m->table, m->n * sizeof *l->e);
 	m->n = 0;
 	return l;
@@ -536,8 +565,6 @@ void mount_list_unmount(struct mount_list *l)
 			log_info("unmounted", "tag=%s path=%s", e->tag, e->guest_path);
 		entry_free(e);
 	}
-	free(l->e);
-	free(l);
 }
 
 void mounts_unmount_all(struct mounts *m)

@@ -170,11 +170,22 @@ int secrets_list(struct stereod *d, struct jw *w, char *err)
 		struct stat st;
 		if (fstatat(dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
 			continue;
+		char **more = names, *name = NULL;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 16;
-			names = xrealloc(names, cap * sizeof *names);
+			more = realloc(names, cap * sizeof *names);
 		}
-		names[n++] = xstrdup(e->d_name);
+		if (more)
+			names = more;
+		if (!more || !(name = strdup(e->d_name))) {
+			/* fail this listing, not the daemon */
+			closedir(dir);
+			for (size_t i = 0; i < n; i++)
+				free(names[i]);
+			free(names);
+			return errf(err, "listing %s: out of memory", d->secrets_dir);
+		}
+		names[n++] = name;
 	}
 	closedir(dir);
 	if (n)

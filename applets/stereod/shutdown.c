@@ -82,7 +82,14 @@ static void run_shutdown(struct loop *l, void *ctx)
 {
 	struct stereod *d = ctx;
 	lc_event(d, EV_SHUTDOWN, d->shutdown_reason);
-	struct shutdown_job *j = xmalloc(sizeof *j);
+	struct shutdown_job *j = malloc(sizeof *j);
+	if (!j) {
+		/* no memory for the job: do the same work here, on the loop, rather than exit */
+		struct shutdown_job local = {.d = d, .mounts = mounts_detach(d->mounts)};
+		shutdown_work(&local);
+		power_off(d);
+		return;
+	}
 	*j = (struct shutdown_job){.d = d, .mounts = mounts_detach(d->mounts)};
 	if (jobs_run(d->jobs, shutdown_work, shutdown_done, j)) {
 		shutdown_work(j);

@@ -385,7 +385,14 @@ static void watchdog_fire(struct loop *l, void *ctx)
 {
 	struct snapshot *s = ctx;
 	s->watchdog = 0;
-	struct snap_op *op = xcalloc(1, sizeof *op);
+	struct snap_op *op = calloc(1, sizeof *op);
+	if (!op) {
+		/* never exit with a filesystem frozen: try again shortly (the backstop child thaws
+		 * in any case) */
+		log_error("watchdog: out of memory, retrying", "%s", "");
+		s->watchdog = loop_timer(s->loop, 100, watchdog_fire, s);
+		return;
+	}
 	*op = (struct snap_op){.s = s, .kind = OP_WATCHDOG, .payload = -1};
 	submit(op);
 }
@@ -613,7 +620,11 @@ void snapshot_request(struct snapshot *s, enum snap_kind kind, const struct json
 		      void *keep, snap_reply_fn reply, void *ctx)
 {
 	char err[ERRBUF] = "";
-	struct snap_op *op = xcalloc(1, sizeof *op);
+	struct snap_op *op = calloc(1, sizeof *op);
+	if (!op) {
+		reply(ctx, SNAP_FAILED, "", 0, "out of memory");
+		return;
+	}
 	*op = (struct snap_op){.s = s, .kind = kind == SNAP_PREPARE ? OP_PREPARE :
 				   kind == SNAP_ABORT ? OP_ABORT : OP_RESTORED,
 			       .payload = -1, .keep = keep, .reply = reply, .ctx = ctx,
@@ -670,7 +681,11 @@ static void detected_run(struct loop *l, void *ctx)
 		log_info("restore detector fired again, already recovered", "source=%s", source);
 		return;
 	}
-	struct snap_op *op = xcalloc(1, sizeof *op);
+	struct snap_op *op = calloc(1, sizeof *op);
+	if (!op) {
+		log_error("restore detected, not recovered: out of memory", "source=%s", source);
+		return;
+	}
 	*op = (struct snap_op){.s = s, .kind = OP_DETECTED, .payload = -1, .source = source,
 			       .rr = {.network = -1}};
 	submit(op);

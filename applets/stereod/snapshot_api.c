@@ -95,7 +95,11 @@ static void msg_op(struct req *r, enum snap_kind kind)
 		reply_ack(r, false, "out of memory");
 		return;
 	}
-	struct nd_op *x = xcalloc(1, sizeof *x);
+	struct nd_op *x = calloc(1, sizeof *x);
+	if (!x) {
+		defer_ack(df, false, "out of memory");
+		return;
+	}
 	x->df = df;
 	buf_append(&x->type, r->type, r->type_len);
 	snapshot_request(r->d->snap, kind, r->j, kind == SNAP_ABORT ? -1 : r->payload, r->conn,

@@ -251,7 +251,8 @@ void mounts_request(struct mounts *m, const struct mount_req *r, mounts_reply_fn
 void mounts_list(const struct mounts *m, struct jw *w);   /* writes a JSON array */
 void mounts_unmount_all(struct mounts *m);                /* LIFO */
 /* The same in two steps, so unmounting can run off the loop thread: mounts_detach empties the
- * table (loop thread), mount_list_unmount unmounts LIFO, logs and frees (any thread). */
+ * table into a list the mounts keep preallocated (loop thread), mount_list_unmount unmounts
+ * LIFO and logs (any thread), before mounts_free. */
 struct mount_list;
 struct mount_list *mounts_detach(struct mounts *m);
 void mount_list_unmount(struct mount_list *l);
