@@ -483,17 +483,29 @@ void snap_close(struct snap *s)
 }
 
 /* ---- layer access for the page server ---------------------------------------------------- */
-enum layer_avail layer_get(struct snap *s, size_t k, uint64_t off, uint64_t len, const uint8_t **p,
-			   char *err)
+/* A remote layer's bytes are readable once their chunks are in the cache: LAYER_WAIT (the
+ * fetch is queued) until then, LAYER_ERROR when a chunk failed. A local layer is always ready. */
+static enum layer_avail remote_ready(const struct layer *L, uint64_t off, uint64_t len, char *err)
 {
-	const struct layer *L = &s->l[k];
 #ifdef CONFIG_STEREO_UFFD_REMOTE
 	if (L->remote) {
 		int r = remote_avail(L->remote, off, len, urgent, err);
 		if (r)
 			return r > 0 ? LAYER_WAIT : LAYER_ERROR;
 	}
+#else
+	(void)L, (void)off, (void)len, (void)err;
 #endif
+	return LAYER_READY;
+}
+
+enum layer_avail layer_get(struct snap *s, size_t k, uint64_t off, uint64_t len, const uint8_t **p,
+			   char *err)
+{
+	const struct layer *L = &s->l[k];
+	enum layer_avail a = remote_ready(L, off, len, err);
+	if (a != LAYER_READY)
+		return a;
 	if (off > L->size || len > L->size - off) {
 		errf(err, "layer %s: bytes %llu..%llu lie beyond its %llu bytes", L->path,
 		     (unsigned long long)off, (unsigned long long)(off + len), (unsigned long long)L->size);
@@ -506,13 +518,9 @@ enum layer_avail layer_get(struct snap *s, size_t k, uint64_t off, uint64_t len,
 enum layer_avail layer_read(struct snap *s, size_t k, void *buf, uint64_t off, uint64_t len, char *err)
 {
 	const struct layer *L = &s->l[k];
-#ifdef CONFIG_STEREO_UFFD_REMOTE
-	if (L->remote) {
-		int r = remote_avail(L->remote, off, len, urgent, err);
-		if (r)
-			return r > 0 ? LAYER_WAIT : LAYER_ERROR;
-	}
-#endif
+	enum layer_avail a = remote_ready(L, off, len, err);
+	if (a != LAYER_READY)
+		return a;
 	/* pread, not the mapping: a layer truncated under us must be an error, not SIGBUS */
 	errno = 0;
 	if (pread(L->fd, buf, len, (off_t)off) != (ssize_t)len) {
