@@ -228,3 +228,16 @@ int open_resolve(int dirfd, const char *path, int flags, unsigned long long reso
 	while (fd < 0 && errno == EAGAIN && ++tries < 16);
 	return fd < 0 ? -errno : fd;
 }
+
+char *path_join_root(const char *root, const char *path)
+{
+	size_t rl = strlen(root);
+	while (rl > 0 && root[rl - 1] == '/')
+		rl--;
+	char *p = malloc(rl + strlen(path) + 1);
+	if (p) {
+		memcpy(p, root, rl);
+		strcpy(p + rl, path);
+	}
+	return p;
+}

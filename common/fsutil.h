@@ -24,6 +24,9 @@ int open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
  * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS); O_CLOEXEC added. fd or -errno. */
 int open_resolve(int dirfd, const char *path, int flags, unsigned long long resolve);
 int mkdir_p(const char *path, mode_t mode);
+/* ROOT + PATH (an absolute path) with ROOT's trailing slashes dropped, malloc'd; NULL when out
+ * of memory. "/" + "/etc" is "/etc". */
+char *path_join_root(const char *root, const char *path);
 int write_all(int fd, const void *data, size_t len);
 /* Read a whole file up to max bytes (-EFBIG beyond). */
 int read_file(const char *path, struct buf *out, size_t max);

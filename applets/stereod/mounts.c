@@ -188,19 +188,6 @@ static int mount_check(const struct mounts *m, const struct mount_req *r, char *
 	return 0;
 }
 
-static char *under_root(const char *root, const char *path)
-{
-	size_t rl = strlen(root);
-	while (rl > 0 && root[rl - 1] == '/')
-		rl--;
-	char *p = malloc(rl + strlen(path) + 1);
-	if (!p)
-		return NULL;
-	memcpy(p, root, rl);
-	strcpy(p + rl, path);
-	return p;
-}
-
 static void op_free(struct mount_op *op)
 {
 	free(op->tag);
@@ -232,7 +219,7 @@ struct mount_op *mounts_begin(struct mounts *m, const struct mount_req *r, char 
 	char *reserved = strdup(clean);
 	if (op) {
 		snprintf(op->clean, sizeof op->clean, "%s", clean);
-		op->target = under_root(m->conf.root, clean);
+		op->target = path_join_root(m->conf.root, clean);
 		op->tag = strdup(buf_cstr((struct buf *)&r->tag));
 		op->fs = strdup(buf_cstr((struct buf *)&r->fs_type));
 		op->guest_path = strdup(clean);

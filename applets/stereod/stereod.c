@@ -96,12 +96,9 @@ config STEREOD_METADATA
 
 char *path_under_root(const struct stereod *d, const char *path)
 {
-	size_t rl = strlen(d->root);
-	while (rl > 0 && d->root[rl - 1] == '/')
-		rl--;
-	char *p = xmalloc(rl + strlen(path) + 1);
-	memcpy(p, d->root, rl);
-	strcpy(p + rl, path);
+	char *p = path_join_root(d->root, path);   /* start-up only: running out here is fatal */
+	if (!p)
+		die(EXIT_FAIL, "out of memory");
 	return p;
 }
 
